@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# virtio_scsi_rs: out-of-tree build and the project's commands.
+#
+#   make            build virtio_scsi_rs.ko (against the cached test kernel,
+#                   built on first use; or KDIR=/path/to/built/linux)
+#   make run        boot a guest with virtio-scsi disks, load the module, show
+#                   what it bound, do I/O
+#   make check      host unit tests + guest tests; ends with "N passed, N failed"
+#   make CLIPPY=1   build with the kernel's clippy lints
+#   make fmt-check  rustfmt over every Rust file
+#
+# Kbuild reads ./Kbuild, not this file, when it descends into this directory.
+
+KERNEL ?= test
+export KERNEL
+
+# Prints "KDIR<TAB>extra make args". With KDIR given, no kernel set-up at all.
+KDIR_CMD = $(if $(KDIR),printf '%s\t\n' '$(abspath $(KDIR))',tools/kdir.sh $(KERNEL))
+
+# The Kbuild invocation, with $$kdir and $$kargs set by the recipe.
+KBUILD = $(MAKE) -C "$$kdir" M="$(CURDIR)" CONFIG_VIRTIO_SCSI_RS=m $$kargs
+
+define with_kdir
+set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
+endef
+
+.PHONY: all modules clean run check fmt-check bench
+
+all: modules
+
+modules:
+	@$(with_kdir) $(KBUILD) modules
+
+clean:
+	@$(with_kdir) $(KBUILD) clean
+	rm -rf protocol/target
+
+run: modules
+	@$(with_kdir) VSRS_KDIR="$$kdir" tools/run-demo.sh
+
+check:
+	@tools/check.sh
+
+fmt-check:
+	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \
+		$$(git ls-files '*.rs' ':!:protocol/target')

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The C API virtio_scsi_rs binds to. The module's Kbuild runs bindgen on this
+ * header with the module's own C flags; what the kernel crate's bindings
+ * already declare (struct device, struct request, ...) is taken from there
+ * (see bindgen_parameters), so the two sets of types are one.
+ */
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/interrupt.h>
+#include <linux/blk-mq.h>
+#include <uapi/linux/virtio_scsi.h>
+#include <scsi/scsi_host.h>
+#include <scsi/scsi_cmnd.h>
+#include <scsi/scsi_device.h>
+#include <scsi/scsi_eh.h>
+#include <scsi/scsi_tcq.h>
+
+#include "shim.h"

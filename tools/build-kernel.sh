@@ -1,0 +1,109 @@
+#!/bin/bash
+# Build (or reuse) a Rust-enabled guest kernel in the cache outside the repository.
+#
+#   tools/build-kernel.sh [test|bench]
+#
+# Prints the kernel build directory (a KDIR for out-of-tree modules) as its last
+# line. The cache key is kernel package version + flavour + a hash of everything
+# that decides the config and the toolchain, so a second run with nothing
+# changed reuses the tree, and CI on the same machine does too.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/kernel.env
+. "$here/kernel.env"
+flavour=${1:-test}
+case $flavour in test|bench) ;; *) echo "build-kernel: flavour must be test or bench" >&2; exit 2;; esac
+
+say() { echo "build-kernel: $*" >&2; }
+die() { echo "build-kernel: error: $*" >&2; exit 1; }
+
+mkdir -p "$VSRS_CACHE/dl" "$VSRS_CACHE/src" "$VSRS_CACHE/build"
+exec 9>"$VSRS_CACHE/.lock"
+flock 9
+
+# --- kernel source: Debian's linux-source-$KVER from the testing suite --------
+src=$VSRS_CACHE/src/$KPKG
+if [ ! -f "$src/.vsrs-extracted" ]; then
+	if [ ! -f /etc/apt/sources.list.d/vsrs-$KPKG_SUITE.sources ]; then
+		say "adding Debian $KPKG_SUITE to apt at pin priority 50 (download only, no upgrades)"
+		cat >/etc/apt/sources.list.d/vsrs-$KPKG_SUITE.sources <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $KPKG_SUITE
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+		cat >/etc/apt/preferences.d/90-vsrs-$KPKG_SUITE <<EOF
+Package: *
+Pin: release a=$KPKG_SUITE
+Pin-Priority: 50
+EOF
+		apt-get update -qq
+	fi
+	deb=$(ls "$VSRS_CACHE"/dl/${KPKG}_*.deb 2>/dev/null | tail -n1 || true)
+	if [ -z "$deb" ]; then
+		say "downloading $KPKG"
+		(cd "$VSRS_CACHE/dl" && apt-get download -qq "$KPKG" 2>/dev/null) || die \
+"Debian's $KPKG package is not in the $KPKG_SUITE suite any more.
+  Either bump KVER in tools/kernel.env to a linux-source-X.Y that 'apt-cache policy' lists,
+  or build against your own Rust-enabled kernel tree: make KDIR=/path/to/built/linux"
+		deb=$(ls "$VSRS_CACHE"/dl/${KPKG}_*.deb | tail -n1)
+	fi
+	say "extracting $(basename "$deb")"
+	rm -rf "$src" "$VSRS_CACHE/x"
+	dpkg-deb -x "$deb" "$VSRS_CACHE/x"
+	tar -C "$VSRS_CACHE/src" -xf "$VSRS_CACHE/x/usr/src/$KPKG.tar.xz"
+	rm -rf "$VSRS_CACHE/x"
+	basename "$deb" >"$src/.vsrs-extracted"
+fi
+
+# --- cache key --------------------------------------------------------------
+make_args=(LLVM="$LLVM_SUFFIX" RUSTC="$KRUSTC" HOSTRUSTC="$KRUSTC" BINDGEN="$(command -v bindgen)")
+key=$( {
+	cat "$src/.vsrs-extracted"
+	echo "$flavour"
+	cat "$here/kconfig/common.config" "$here/kconfig/$flavour.config"
+	python3 -c 'import virtme_ng.version as v; print(v.VERSION)'
+	"$KRUSTC" --version; "clang$LLVM_SUFFIX" --version | head -n1; bindgen --version
+} | sha256sum | cut -c1-12)
+bdir=$VSRS_CACHE/build/$KVER-$flavour-$key
+
+if [ -f "$bdir/.vsrs-built" ]; then
+	say "reusing cached $flavour kernel $bdir"
+	echo "$bdir"
+	exit 0
+fi
+
+# --- config -----------------------------------------------------------------
+mkdir -p "$bdir"
+say "configuring $flavour kernel in $bdir"
+make -s -C "$src" O="$bdir" "${make_args[@]}" rustavailable >&2 ||
+	die "the Rust toolchain is not usable for this kernel (see above); run tools/setup-host.sh"
+(cd "$src" && virtme-configkernel --defconfig O="$bdir" "${make_args[@]}" >&2)
+# virtme-configkernel applies its own list after any --custom fragment (it forces
+# SCSI_VIRTIO=y and DWARF debug info on), so our fragments are merged afterwards.
+(cd "$bdir" && "$src/scripts/kconfig/merge_config.sh" -m -O "$bdir" "$bdir/.config" \
+	"$here/kconfig/common.config" "$here/kconfig/$flavour.config" >/dev/null)
+make -s -C "$src" O="$bdir" "${make_args[@]}" olddefconfig >&2
+
+required=(RUST MODULES MODULE_UNLOAD SCSI_VIRTIO=m BLK_DEV_SD BLK_DEV_SR CHR_DEV_SG
+	BLK_DEV_INTEGRITY DEBUG_FS IO_URING PM_DEBUG)
+[ "$flavour" = test ] && required+=(KASAN PROVE_LOCKING DEBUG_ATOMIC_SLEEP DEBUG_KMEMLEAK
+	DETECT_HUNG_TASK)
+for opt in "${required[@]}"; do
+	name=${opt%%=*}; want=y; [[ $opt == *=* ]] && want=${opt#*=}
+	grep -qx "CONFIG_$name=$want" "$bdir/.config" ||
+		die "CONFIG_$name=$want did not survive olddefconfig (a dependency is missing); see $bdir/.config"
+done
+
+# --- build --------------------------------------------------------------------
+say "building (about 20-25 minutes on 2 cores); log: $bdir/build.log"
+start=$(date +%s)
+if ! make -C "$src" O="$bdir" "${make_args[@]}" -j"$(nproc)" >"$bdir/build.log" 2>&1; then
+	tail -n 40 "$bdir/build.log" >&2
+	die "kernel build failed; full log in $bdir/build.log"
+fi
+printf '%s\n' "${make_args[@]}" >"$bdir/.vsrs-make-args"
+touch "$bdir/.vsrs-built"
+say "built in $(( $(date +%s) - start )) s"
+echo "$bdir"

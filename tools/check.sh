@@ -1,0 +1,71 @@
+#!/bin/bash
+# make check: set-up if needed, host unit tests, a lint-clean module build,
+# guest selftests. Ends with one line "N passed, N failed"; exits non-zero on
+# any failure.
+#
+# KDIR=/path/to/built/linux uses that tree instead of the cached test kernel.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cd "$top" || exit 1
+
+pass=0 fail=0
+tally() { # PASSED FAILED
+	pass=$((pass + $1)); fail=$((fail + $2))
+}
+step() { echo; echo "==== $*"; }
+
+step "set-up and kernel"
+start=$(date +%s)
+if [ -n "${KDIR:-}" ]; then
+	"$here/setup-host.sh" || exit 1
+	kdir=$(cd "$KDIR" && pwd) kargs=""
+else
+	line=$("$here/kdir.sh" test) || { echo "set-up failed"; echo "0 passed, 1 failed"; exit 1; }
+	kdir=${line%%$'\t'*} kargs=${line#*$'\t'}
+fi
+echo "kernel: $kdir ($(( $(date +%s) - start )) s)"
+
+step "host unit tests (cargo test, protocol/)"
+out=$(cd protocol && cargo test --quiet 2>&1)
+echo "$out" | tail -n 30
+read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
+	awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+[ "$p" -gt 0 ] || f=$((f + 1))
+tally "$p" "$f"
+
+step "module build with the kernel's clippy lints, rustfmt"
+# shellcheck disable=SC2086 # kargs are make words
+make -s -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs clean >/dev/null 2>&1
+# shellcheck disable=SC2086
+build=$(make -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs CLIPPY=1 modules 2>&1)
+status=$?
+echo "$build" | grep -vE '^\s*(CC|LD|RUSTC|CLIPPY|BINDGEN|MODPOST|BTF|make)' | tail -n 60
+if [ $status -eq 0 ] && [ -f virtio_scsi_rs.ko ]; then
+	echo "ok: module built"; tally 1 0
+else
+	echo "not ok: module build failed"; tally 0 1
+	echo "$pass passed, $fail failed"
+	exit 1
+fi
+if echo "$build" | grep -qE '^(warning|error)'; then
+	echo "not ok: the build has warnings"; tally 0 1
+else
+	echo "ok: no compiler or clippy warnings"; tally 1 0
+fi
+if make -s fmt-check; then
+	echo "ok: rustfmt clean"; tally 1 0
+else
+	echo "not ok: rustfmt would change the files above"; tally 0 1
+fi
+
+step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
+out=$(VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh 2>&1 | tee /dev/stderr)
+p=$(echo "$out" | grep -c '^ok ')
+f=$(echo "$out" | grep -c '^not ok ')
+[ "$p" -gt 0 ] || f=$((f + 1))
+tally "$p" "$f"
+
+echo
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

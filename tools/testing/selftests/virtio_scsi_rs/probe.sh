@@ -1,0 +1,63 @@
+#!/bin/bash
+# Guest test: virtio_scsi_rs loads, binds every virtio-scsi device, reports
+# the configuration QEMU was given, and unloads without a trace.
+#
+# Environment (set by run_tests.sh per QEMU configuration):
+#   VSRS_INSMOD_ARGS  module parameters for insmod
+#   VSRS_EXPECT       fragments that the driver's "request queues" dmesg line
+#                     must contain, separated by '|'
+cd "$(dirname "$0")" && . ./lib.sh
+
+begin probe
+ndev=$(scsi_virtio_devs | wc -l)
+check "the C driver virtio_scsi is not loaded" bash -c '! grep -q "^virtio_scsi " /proc/modules'
+check "a virtio-scsi device is present ($ndev)" test "$ndev" -ge 1
+
+# shellcheck disable=SC2086 # parameters are words on purpose
+check "insmod virtio_scsi_rs ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}
+check "lsmod lists virtio_scsi_rs" bash -c "lsmod | grep -q '^virtio_scsi_rs '"
+
+modinfo_of() { modinfo -F "$1" "$KO"; }
+check "modinfo: alias virtio:d00000008v*" bash -c "[ \"\$(modinfo -F alias '$KO')\" = 'virtio:d00000008v*' ]"
+check "modinfo: license GPL, description" bash -c \
+	"[ \"\$(modinfo -F license '$KO')\" = GPL ] && [ -n \"\$(modinfo -F description '$KO')\" ]"
+check "modinfo: parameter poll_queues" bash -c "modinfo -F parm '$KO' | grep -q '^poll_queues:'"
+
+bound_all() {
+	local d
+	for d in $(scsi_virtio_devs); do
+		[ "$(basename "$(readlink "$d/driver")")" = virtio_scsi_rs ] || { echo "$d not bound"; return 1; }
+		# VIRTIO_CONFIG_S_DRIVER_OK (4) set, FAILED (0x80) not.
+		local st=$(( $(cat "$d/status") ))
+		(( st & 4 && !(st & 0x80) )) || { echo "$d status $st"; return 1; }
+	done
+}
+check "every virtio-scsi device bound, status DRIVER_OK" bound_all
+
+line="$(new_dmesg | grep "virtio_scsi_rs .*request queues" | tail -n1)$"
+echo "$line" | diag
+IFS='|' read -ra expect <<<"${VSRS_EXPECT:-request queues}"
+for e in "${expect[@]}"; do
+	check "config reported: $e" grep -qF -- "$e" <<<"$line"
+done
+
+check "rmmod virtio_scsi_rs" unload
+unbound_all() {
+	local d
+	for d in $(scsi_virtio_devs); do
+		[ ! -e "$d/driver" ] || { echo "$d still bound"; return 1; }
+	done
+	! loaded
+}
+check "rmmod leaves no device bound and no module" unbound_all
+
+cycles() {
+	local i
+	for i in 1 2 3 4 5; do
+		# shellcheck disable=SC2086
+		load ${VSRS_INSMOD_ARGS:-} && bound_all && unload || { echo "cycle $i failed"; return 1; }
+	done
+}
+check "5 more insmod/bind/rmmod cycles" cycles
+check "kmemleak: no leak after the cycles" kmemleak_clean
+check "dmesg: no WARN, BUG, KASAN, lockdep or hung-task report" no_kernel_reports

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! virtio_scsi_rs: a driver for the virtio-scsi host adapter (virtio device
+//! id 8), in Rust.
+//!
+//! Layers, bottom up: `bindings` (bindgen output and C shims), `virtio` (safe
+//! wrappers, the only `unsafe` code), `protocol` (the wire protocol in pure
+//! Rust, also built on the host for `cargo test`), and `vscsi` (the driver).
+
+mod bindings;
+// The protocol module is also the API of the host crate (protocol/host.rs),
+// so its items are `pub` rather than `pub(crate)`.
+#[allow(unreachable_pub)]
+mod protocol;
+mod virtio;
+mod vscsi;
+
+use kernel::prelude::*;
+
+module! {
+    type: VirtioScsiModule,
+    name: "virtio_scsi_rs",
+    authors: ["The virtio_scsi_rs developers"],
+    description: "Virtio SCSI HBA driver in Rust",
+    license: "GPL",
+    alias: ["virtio:d00000008v*"],
+    params: {
+        poll_queues: u32 {
+            default: 0,
+            description: "Request virtqueues to run without interrupts, polled by blk-mq (at most all but one)",
+        },
+    },
+}
+
+/// Devices the driver binds: any virtio-scsi device (`virtio:d00000008v*`).
+static ID_TABLE: [bindings::virtio_device_id; 2] = [
+    bindings::virtio_device_id {
+        device: bindings::VIRTIO_ID_SCSI,
+        vendor: bindings::VIRTIO_DEV_ANY_ID,
+    },
+    bindings::virtio_device_id { device: 0, vendor: 0 },
+];
+
+/// Feature bits offered to the device.
+static FEATURES: [u32; 2] = [bindings::VIRTIO_SCSI_F_HOTPLUG, bindings::VIRTIO_SCSI_F_CHANGE];
+
+#[pin_data]
+struct VirtioScsiModule {
+    #[pin]
+    driver: virtio::Registration<vscsi::VirtioScsi>,
+}
+
+impl kernel::InPlaceModule for VirtioScsiModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            driver <- virtio::Registration::new(c"virtio_scsi_rs", &ID_TABLE, &FEATURES),
+        })
+    }
+}
