@@ -5,7 +5,12 @@
 //! points. This file and `bindings/` are the only places with `unsafe`.
 
 use crate::bindings;
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{
+    ffi::c_void,
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{AtomicPtr, Ordering},
+};
 use kernel::{
     device,
     error::to_result,
@@ -90,11 +95,18 @@ impl Device {
         unsafe { bindings::vsrs_virtio_device_ready(self.as_raw()) }
     }
 
-    /// Creates the device's virtqueues, one per entry of `infos`, in order.
+    /// Creates the device's virtqueues, one per entry of `infos`, in order,
+    /// returning the owner (which resets the device and deletes them on drop)
+    /// and one handle per queue.
     ///
-    /// The first `pre_vectors` queues get interrupt vectors that are not spread
-    /// over the CPUs (control and event queues); the others are.
-    pub(crate) fn find_vqs(&self, infos: &[VqInfo], pre_vectors: u32) -> Result<Virtqueues> {
+    /// Queues with `interrupt` set report used buffers through
+    /// [`Driver::vq_done`]. The first `pre_vectors` queues get interrupt
+    /// vectors that are not spread over the CPUs (control and event queues).
+    pub(crate) fn find_vqs<T: Driver>(
+        &self,
+        infos: &[VqInfo],
+        pre_vectors: u32,
+    ) -> Result<(Virtqueues, KVec<Virtqueue>)> {
         let n = infos.len();
         let mut c_infos = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut vqs = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -102,7 +114,7 @@ impl Device {
             c_infos.push(
                 bindings::virtqueue_info {
                     name: info.name.as_char_ptr(),
-                    callback: None,
+                    callback: if info.interrupt { Some(vq_callback::<T>) } else { None },
                     ctx: false,
                 },
                 GFP_KERNEL,
@@ -124,15 +136,31 @@ impl Device {
                 &mut desc,
             )
         })?;
-        let mut queues = KVec::with_capacity(n, GFP_KERNEL)?;
+        // From here on the owner deletes the queues whatever happens.
+        let owner = Virtqueues {
+            dev: NonNull::from(&self.0).cast(),
+        };
+        let mut handles = KVec::with_capacity(n, GFP_KERNEL)?;
         for vq in vqs {
             // On success the transport filled every slot.
-            queues.push(Virtqueue(NonNull::new(vq).ok_or(EIO)?), GFP_KERNEL)?;
+            handles.push(Virtqueue(NonNull::new(vq).ok_or(EIO)?), GFP_KERNEL)?;
         }
-        Ok(Virtqueues {
-            dev: NonNull::from(&self.0).cast(),
-            queues,
-        })
+        Ok((owner, handles))
+    }
+
+    /// Resets the device: it stops using its queues, and once this returns no
+    /// virtqueue callback runs any more (the core synchronises them).
+    fn reset(&self) {
+        // SAFETY: The device is live (type invariant).
+        unsafe { bindings::virtio_reset_device(self.as_raw()) }
+    }
+
+    /// The driver data slot (`virtio_device::priv`), read and written with
+    /// ordering because interrupt callbacks read it.
+    fn priv_slot(&self) -> &AtomicPtr<c_void> {
+        // SAFETY: The device is live (type invariant); `priv` is a pointer-sized,
+        // aligned field that only this driver touches, and only atomically.
+        unsafe { AtomicPtr::from_ptr(&raw mut (*self.as_raw()).priv_) }
     }
 }
 
@@ -140,36 +168,94 @@ impl Device {
 pub(crate) struct VqInfo {
     /// Its name in /proc/interrupts and debugfs.
     pub(crate) name: &'static CStr,
+    /// Whether used buffers raise an interrupt ([`Driver::vq_done`]); poll
+    /// queues have none.
+    pub(crate) interrupt: bool,
 }
 
-/// A virtqueue of a device, valid while the [`Virtqueues`] that owns it lives.
-pub(crate) struct Virtqueue(NonNull<bindings::virtqueue>);
-
-impl Virtqueue {
-    /// Number of descriptors in the ring.
-    pub(crate) fn size(&self) -> u32 {
-        // SAFETY: The queue is live while its `Virtqueues` owner is.
-        unsafe { bindings::virtqueue_get_vring_size(self.0.as_ptr()) }
-    }
-}
-
-/// All virtqueues of one device. Dropping it resets the device (so it stops
-/// touching guest memory) and deletes the queues.
+/// A virtqueue of a device.
 ///
 /// # Invariants
 ///
-/// `dev` is live and bound to this driver, and its queues are `queues`,
-/// for as long as this value exists.
-pub(crate) struct Virtqueues {
-    dev: NonNull<bindings::virtio_device>,
-    queues: KVec<Virtqueue>,
+/// The queue is live while the [`Virtqueues`] of its device is; the driver
+/// keeps both in its device data and uses neither after `Driver::stop` and
+/// the reset that follows it. Operations that change the ring take `&mut
+/// self`, so the owner's lock serialises them as the virtio API requires.
+pub(crate) struct Virtqueue(NonNull<bindings::virtqueue>);
+
+// SAFETY: The C virtqueue API may be used from any task or interrupt context.
+unsafe impl Send for Virtqueue {}
+// SAFETY: `&Virtqueue` only allows reads of immutable state (`size`, `index`).
+unsafe impl Sync for Virtqueue {}
+
+impl Virtqueue {
+    pub(crate) fn as_raw(&self) -> *mut bindings::virtqueue {
+        self.0.as_ptr()
+    }
+
+    /// Number of descriptors in the ring.
+    pub(crate) fn size(&self) -> u32 {
+        // SAFETY: The queue is live (type invariant).
+        unsafe { bindings::virtqueue_get_vring_size(self.as_raw()) }
+    }
+
+    /// Takes the next used buffer: its token and the length the device claims
+    /// to have written.
+    pub(crate) fn get_buf(&mut self) -> Option<(NonNull<c_void>, u32)> {
+        let mut len = 0u32;
+        // SAFETY: The queue is live and `&mut self` serialises ring operations.
+        let token = unsafe { bindings::virtqueue_get_buf(self.as_raw(), &mut len) };
+        NonNull::new(token).map(|t| (t, len))
+    }
+
+    /// Whether the device must be notified of added buffers; [`Kick::notify`]
+    /// does it, preferably outside the lock.
+    pub(crate) fn kick_prepare(&mut self) -> Option<Kick> {
+        // SAFETY: As in `get_buf`.
+        unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) }.then_some(Kick(self.0))
+    }
+
+    /// Stops interrupts for used buffers (a hint to the device).
+    pub(crate) fn disable_cb(&mut self) {
+        // SAFETY: As in `get_buf`.
+        unsafe { bindings::virtqueue_disable_cb(self.as_raw()) }
+    }
+
+    /// Restarts interrupts; `false` when buffers were used in between, which
+    /// the caller must then take.
+    pub(crate) fn enable_cb(&mut self) -> bool {
+        // SAFETY: As in `get_buf`.
+        unsafe { bindings::virtqueue_enable_cb(self.as_raw()) }
+    }
+
+    /// Whether the queue is broken (the device misbehaved or was removed).
+    pub(crate) fn is_broken(&self) -> bool {
+        // SAFETY: The queue is live (type invariant); this reads a flag.
+        unsafe { bindings::virtqueue_is_broken(self.as_raw()) }
+    }
 }
 
-impl Virtqueues {
-    /// The queues, in the order they were asked for.
-    pub(crate) fn queues(&self) -> &[Virtqueue] {
-        &self.queues
+/// A pending notification of a virtqueue's device.
+pub(crate) struct Kick(NonNull<bindings::virtqueue>);
+
+impl Kick {
+    /// Notifies the device; `false` when the queue is broken.
+    pub(crate) fn notify(self) -> bool {
+        // SAFETY: The queue is live: the `Kick` comes from a live `Virtqueue`
+        // and is used right after, while the driver's data is alive.
+        unsafe { bindings::virtqueue_notify(self.0.as_ptr()) }
     }
+}
+
+/// The virtqueues of one device as a whole. Dropping it resets the device
+/// (so it stops touching guest memory) and deletes the queues.
+///
+/// # Invariants
+///
+/// `dev` is live and bound to this driver, and has virtqueues, for as long as
+/// this value exists.
+pub(crate) struct Virtqueues {
+    dev: NonNull<bindings::virtio_device>,
 }
 
 impl Drop for Virtqueues {
@@ -184,10 +270,9 @@ impl Drop for Virtqueues {
     }
 }
 
-// SAFETY: The queue pointers are only used through the C virtqueue API, which
-// may be called from any task; the value is not tied to the creating thread.
+// SAFETY: Dropping may happen in any task; the C API does not care which.
 unsafe impl Send for Virtqueues {}
-// SAFETY: `&Virtqueues` only reads immutable data (`size`).
+// SAFETY: `&Virtqueues` gives access to nothing.
 unsafe impl Sync for Virtqueues {}
 
 /// The number of request queues worth creating for `max` offered by a device
@@ -199,11 +284,20 @@ pub(crate) fn possible_queues(max: u32) -> u32 {
 }
 
 /// A virtio driver: what the C entry points of [`Registration`] call.
+///
+/// Binding runs `probe` (create the queues and the driver's state; the device
+/// is not live yet), then `start` with the state reachable from interrupt
+/// callbacks. Unbinding runs `stop` (callbacks still delivered), resets the
+/// device, and drops the state.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
-    /// Binds to `dev`; what it returns is kept until [`Driver::remove`].
-    fn probe(dev: &Device) -> Result<KBox<Self>>;
-    /// Unbinds from `dev`.
-    fn remove(self: KBox<Self>, dev: &Device);
+    /// Prepares to drive `dev`.
+    fn probe(dev: &Device) -> Result<Pin<KBox<Self>>>;
+    /// Brings the device up; on error the device is reset and `self` dropped.
+    fn start(&self, dev: &Device) -> Result;
+    /// Quiesces everything that still needs the device working.
+    fn stop(&self, dev: &Device);
+    /// The device used buffers of the virtqueue with index `index`.
+    fn vq_done(&self, index: usize);
 }
 
 /// A registered `struct virtio_driver`; unregistered on drop.
@@ -265,23 +359,61 @@ impl<T: Driver> PinnedDrop for Registration<T> {
 unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
     // SAFETY: The core keeps `vdev` live and bound for the whole call.
     let dev = unsafe { Device::from_raw(vdev) };
-    match T::probe(dev) {
-        Ok(data) => {
-            // SAFETY: `vdev` is live; `priv` belongs to the bound driver.
-            unsafe { (*vdev).priv_ = data.into_foreign() };
-            0
+    let data = match T::probe(dev) {
+        Ok(data) => data,
+        Err(e) => return e.to_errno(),
+    };
+    let ptr = data.into_foreign();
+    dev.priv_slot().store(ptr, Ordering::Release);
+    // SAFETY: `ptr` came from `into_foreign` just above and is reclaimed only
+    // in `unbind`, after this borrow ends.
+    let result = T::start(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            unbind::<T>(dev, false);
+            e.to_errno()
         }
-        Err(e) => e.to_errno(),
     }
+}
+
+/// Takes the device down (`stop` unless it never started), resets it, and
+/// drops the driver's state.
+fn unbind<T: Driver>(dev: &Device, started: bool) {
+    let ptr = dev.priv_slot().load(Ordering::Acquire);
+    if started {
+        // SAFETY: `priv` holds the `Pin<KBox<T>>` stored by `probe_callback`; it
+        // is reclaimed below, after this borrow ends.
+        T::stop(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev);
+    }
+    // No callback runs after the reset, so none can see the state go away.
+    dev.reset();
+    dev.priv_slot().store(core::ptr::null_mut(), Ordering::Release);
+    // SAFETY: As above; nothing else reclaims it, and no borrow is left.
+    drop(unsafe { <Pin<KBox<T>>>::from_foreign(ptr) });
 }
 
 /// # Safety
 ///
 /// Called by the virtio core with a live device that `probe_callback` bound.
 unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
-    // SAFETY: The core keeps `vdev` live for the whole call; a successful probe
-    // stored a `KBox<T>` in `priv`, which nothing else takes.
-    let data = unsafe { KBox::<T>::from_foreign(core::mem::replace(&mut (*vdev).priv_, core::ptr::null_mut())) };
-    // SAFETY: As above.
-    T::remove(data, unsafe { Device::from_raw(vdev) });
+    // SAFETY: The core keeps `vdev` live for the whole call.
+    unbind::<T>(unsafe { Device::from_raw(vdev) }, true);
+}
+
+/// # Safety
+///
+/// Called by the virtio core for a live virtqueue created by `find_vqs::<T>`.
+unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
+    // SAFETY: The core passes a live queue, whose device is live.
+    let (dev, index) = unsafe { (Device::from_raw((*vq).vdev), (*vq).index) };
+    let ptr = dev.priv_slot().load(Ordering::Acquire);
+    if ptr.is_null() {
+        // Before `start` or after the state is gone: nothing is in flight.
+        return;
+    }
+    // SAFETY: A non-null `priv` is the state `probe_callback` stored; `unbind`
+    // resets the device (which waits for running callbacks) before it clears
+    // `priv` and drops the state.
+    T::vq_done(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, index as usize);
 }

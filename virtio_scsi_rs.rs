@@ -3,19 +3,22 @@
 //! virtio_scsi_rs: a driver for the virtio-scsi host adapter (virtio device
 //! id 8), in Rust.
 //!
-//! Layers, bottom up: `bindings` (bindgen output and C shims), `virtio` (safe
-//! wrappers, the only `unsafe` code), `protocol` (the wire protocol in pure
-//! Rust, also built on the host for `cargo test`), and `vscsi` (the driver).
+//! Layers, bottom up: `bindings` (bindgen output and C shims); `virtio`,
+//! `scsi` and `irqlock` (safe wrappers: the only `unsafe` code); `protocol`
+//! (the wire protocol in pure Rust, also built on the host for `cargo test`);
+//! and `vscsi` (the driver).
 
 mod bindings;
+mod irqlock;
 // The protocol module is also the API of the host crate (protocol/host.rs),
 // so its items are `pub` rather than `pub(crate)`.
 #[allow(unreachable_pub)]
 mod protocol;
+mod scsi;
 mod virtio;
 mod vscsi;
 
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::SetOnce};
 
 module! {
     type: VirtioScsiModule,
@@ -44,6 +47,9 @@ static ID_TABLE: [bindings::virtio_device_id; 2] = [
 /// Feature bits offered to the device.
 static FEATURES: [u32; 2] = [bindings::VIRTIO_SCSI_F_HOTPLUG, bindings::VIRTIO_SCSI_F_CHANGE];
 
+/// The SCSI host template, made once at module load (it names the module).
+static HOST_TEMPLATE: SetOnce<scsi::Template> = SetOnce::new();
+
 #[pin_data]
 struct VirtioScsiModule {
     #[pin]
@@ -51,7 +57,12 @@ struct VirtioScsiModule {
 }
 
 impl kernel::InPlaceModule for VirtioScsiModule {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        HOST_TEMPLATE.populate(scsi::Template::new::<vscsi::Shared>(
+            module,
+            c"Virtio SCSI HBA (Rust)",
+            c"virtio_scsi_rs",
+        ));
         try_pin_init!(Self {
             driver <- virtio::Registration::new(c"virtio_scsi_rs", &ID_TABLE, &FEATURES),
         })

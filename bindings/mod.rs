@@ -22,13 +22,22 @@
     non_snake_case,
     improper_ctypes,
     unreachable_pub,
-    unsafe_op_in_unsafe_fn
+    unsafe_op_in_unsafe_fn,
+    unknown_lints,
+    unnecessary_transmutes
 )]
 
 // Types the generated code names but does not define come from the kernel
 // crate's bindings (see `bindgen_parameters`).
-use kernel::bindings::*;
+pub(crate) use kernel::bindings::*;
 use kernel::ffi;
 use pin_init::MaybeZeroable;
 
 include!("bindings_generated.rs");
+
+// SAFETY: `__BindgenBitfieldUnit<Storage>` is a newtype around `Storage` (as in
+// the kernel crate's bindings).
+unsafe impl<Storage> pin_init::Zeroable for __BindgenBitfieldUnit<Storage> where
+    Storage: pin_init::Zeroable
+{
+}

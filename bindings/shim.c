@@ -3,6 +3,9 @@
 #include <linux/module.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/spinlock.h>
+#include <linux/blk-mq.h>
+#include <scsi/scsi_cmnd.h>
 
 #include "shim.h"
 
@@ -47,4 +50,37 @@ void vsrs_virtio_del_vqs(struct virtio_device *vdev)
 void vsrs_virtio_device_ready(struct virtio_device *vdev)
 {
 	virtio_device_ready(vdev);
+}
+
+unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void vsrs_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+void *vsrs_scsi_cmd_priv(struct scsi_cmnd *cmd)
+{
+	return scsi_cmd_priv(cmd);
+}
+
+struct request *vsrs_scsi_cmd_to_rq(struct scsi_cmnd *cmd)
+{
+	return scsi_cmd_to_rq(cmd);
+}
+
+unsigned short vsrs_req_get_ioprio(struct request *rq)
+{
+	return req_get_ioprio(rq);
 }

@@ -7,12 +7,16 @@
 #define VSRS_SHIM_H
 
 #include <linux/types.h>
+#include <linux/spinlock_types.h>
 
 struct virtio_device;
 struct virtio_driver;
 struct virtqueue;
 struct virtqueue_info;
 struct irq_affinity;
+struct scsi_cmnd;
+struct request;
+
 
 int vsrs_register_virtio_driver(struct virtio_driver *drv);
 u16 vsrs_virtio_cread16(struct virtio_device *vdev, unsigned int offset);
@@ -24,5 +28,13 @@ int vsrs_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			 struct irq_affinity *desc);
 void vsrs_virtio_del_vqs(struct virtio_device *vdev);
 void vsrs_virtio_device_ready(struct virtio_device *vdev);
+
+unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock);
+bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void vsrs_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
+void *vsrs_scsi_cmd_priv(struct scsi_cmnd *cmd);
+struct request *vsrs_scsi_cmd_to_rq(struct scsi_cmnd *cmd);
+unsigned short vsrs_req_get_ioprio(struct request *rq);
 
 #endif

@@ -7,5 +7,6 @@
 //! decoding and validation logic without a guest. Everything here works on
 //! plain integers and byte slices and uses `core` only.
 
+pub mod cmd;
 pub mod config;
 pub mod wire;

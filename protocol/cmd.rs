@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Commands on the request queues (virtio spec 5.6.6.1): encoding the request
+//! header, decoding and checking the response the device wrote.
+//!
+//! Multi-byte fields are little-endian (virtio 1.0+; legacy devices use the
+//! guest's byte order, which is the same on x86-64, the one architecture the
+//! module is built for).
+
+use super::wire::{CDB_SIZE, CMD_REQ_SIZE, CMD_RESP_SIZE, SENSE_SIZE};
+use core::fmt;
+
+/// The 8-byte LUN field for `target` and the midlayer's LUN number `lun`:
+/// single-level, flat space addressing (byte 2 carries 0x40), as QEMU and the
+/// C driver use. LUNs >= 256 arrive from REPORT LUNS as 0x4000 | n and encode
+/// the same way. `None` when the pair cannot be addressed.
+pub fn encode_lun(target: u32, lun: u64) -> Option<[u8; 8]> {
+    if target > 255 || lun > 0x7fff {
+        return None;
+    }
+    Some([1, target as u8, 0x40 | ((lun >> 8) as u8 & 0x3f), lun as u8, 0, 0, 0, 0])
+}
+
+/// SAM task attribute (`VIRTIO_SCSI_S_SIMPLE` ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TaskAttr {
+    /// SIMPLE: no ordering constraint.
+    Simple = 0,
+}
+
+/// I/O priority classes (`IOPRIO_CLASS_*`), as the block layer hands them over.
+pub mod ioprio {
+    /// Real time.
+    pub const CLASS_RT: u16 = 1;
+    /// Best effort.
+    pub const CLASS_BE: u16 = 2;
+    /// Idle.
+    pub const CLASS_IDLE: u16 = 3;
+}
+
+/// The SAM command priority (0: none, 1 highest ... 15 lowest) for a block
+/// layer I/O priority (class in bits 15..13, level in bits 2..0):
+/// RT levels 0-7 -> 1-8, BE levels 0-7 -> 9-12, IDLE -> 15, none -> 0.
+pub fn sam_priority(ioprio: u16) -> u8 {
+    let class = ioprio >> 13;
+    let level = (ioprio & 7) as u8;
+    match class {
+        ioprio::CLASS_RT => 1 + level,
+        ioprio::CLASS_BE => 9 + level / 2,
+        ioprio::CLASS_IDLE => 15,
+        _ => 0,
+    }
+}
+
+/// A CDB longer than the request header carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CdbTooLong(pub usize);
+
+/// Writes `struct virtio_scsi_cmd_req` into `buf`.
+pub fn encode_cmd_req(
+    buf: &mut [u8; CMD_REQ_SIZE],
+    lun: [u8; 8],
+    tag: u64,
+    attr: TaskAttr,
+    prio: u8,
+    cdb: &[u8],
+) -> Result<(), CdbTooLong> {
+    if cdb.len() > CDB_SIZE {
+        return Err(CdbTooLong(cdb.len()));
+    }
+    buf[0..8].copy_from_slice(&lun);
+    buf[8..16].copy_from_slice(&tag.to_le_bytes());
+    buf[16] = attr as u8;
+    buf[17] = prio;
+    buf[18] = 0; // crn
+    let (used, rest) = buf[19..].split_at_mut(cdb.len());
+    used.copy_from_slice(cdb);
+    rest.fill(0);
+    Ok(())
+}
+
+/// Bytes of the response before the sense data: sense_len, resid,
+/// status_qualifier, status, response. A device that wrote fewer did not
+/// answer.
+pub const RESP_HEADER_SIZE: usize = 12;
+
+/// `VIRTIO_SCSI_S_*` response codes of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Completed; `status` holds the SCSI status.
+    Ok,
+    /// More data than the buffers hold.
+    Overrun,
+    /// Aborted by a TMF.
+    Aborted,
+    /// The target does not exist.
+    BadTarget,
+    /// Aborted by a reset.
+    Reset,
+    /// The device is busy; retry.
+    Busy,
+    /// The transport is gone for now (e.g. migration); retry elsewhere.
+    TransportFailure,
+    /// The target failed; do not retry.
+    TargetFailure,
+    /// The nexus failed (reservation conflict, ...); do not retry.
+    NexusFailure,
+    /// Any other failure.
+    Failure,
+    /// The LUN field is invalid.
+    IncorrectLun,
+}
+
+impl Response {
+    fn from_wire(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Ok,
+            1 => Self::Overrun,
+            2 => Self::Aborted,
+            3 => Self::BadTarget,
+            4 => Self::Reset,
+            5 => Self::Busy,
+            6 => Self::TransportFailure,
+            7 => Self::TargetFailure,
+            8 => Self::NexusFailure,
+            9 => Self::Failure,
+            12 => Self::IncorrectLun,
+            _ => return None,
+        })
+    }
+}
+
+/// Something the device got wrong in its answer to a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The used length does not even cover the response header.
+    NoResponse {
+        /// Used length the device reported.
+        used_len: u32,
+    },
+    /// The used length exceeds the device-writable buffers.
+    UsedLenTooLarge {
+        /// Used length the device reported.
+        used_len: u32,
+        /// What the buffers hold.
+        capacity: u32,
+    },
+    /// A response code the specification does not define.
+    UnknownResponse(u8),
+    /// sense_len beyond the sense buffer.
+    SenseLenTooLarge(u32),
+    /// A residual beyond the transfer length.
+    ResidTooLarge {
+        /// Residual the device reported.
+        resid: u32,
+        /// Bytes the command was to transfer.
+        transfer_len: u32,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoResponse { used_len } => {
+                write!(f, "used length {used_len} leaves no room for a response")
+            }
+            Self::UsedLenTooLarge { used_len, capacity } => {
+                write!(f, "used length {used_len} exceeds the {capacity} bytes given")
+            }
+            Self::UnknownResponse(code) => write!(f, "unknown response code {code}"),
+            Self::SenseLenTooLarge(len) => {
+                write!(f, "sense_len {len} exceeds the {SENSE_SIZE}-byte sense buffer")
+            }
+            Self::ResidTooLarge { resid, transfer_len } => {
+                write!(f, "residual {resid} exceeds the transfer length {transfer_len}")
+            }
+        }
+    }
+}
+
+/// Host byte values of the SCSI midlayer (`include/scsi/scsi_status.h`;
+/// userspace sees them through SG_IO, so they do not change). The module
+/// checks them against the kernel's at build time.
+pub mod host_byte {
+    /// No error.
+    pub const DID_OK: u8 = 0x00;
+    /// Busy: retry.
+    pub const DID_BUS_BUSY: u8 = 0x02;
+    /// No such target or LUN.
+    pub const DID_BAD_TARGET: u8 = 0x04;
+    /// Aborted.
+    pub const DID_ABORT: u8 = 0x05;
+    /// Error the driver saw.
+    pub const DID_ERROR: u8 = 0x07;
+    /// Reset.
+    pub const DID_RESET: u8 = 0x08;
+    /// Transport disrupted: retry after recovery.
+    pub const DID_TRANSPORT_DISRUPTED: u8 = 0x0e;
+}
+
+/// SAM status RESERVATION CONFLICT.
+pub const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
+
+/// What the driver makes of the device's answer to one command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A well-formed answer.
+    Done {
+        /// The response code.
+        response: Response,
+        /// SCSI status byte.
+        status: u8,
+        /// Valid bytes at the start of the sense buffer (<= 96).
+        sense_len: usize,
+        /// Bytes not transferred (<= the transfer length).
+        resid: u32,
+    },
+    /// A malformed answer: the command fails, nothing of it is used.
+    Invalid(Violation),
+}
+
+impl Outcome {
+    /// The midlayer's `scsi_cmnd::result` (host byte << 16 | status byte):
+    /// the C driver's mapping, with INCORRECT_LUN as BAD_TARGET (the C driver
+    /// logs it as unknown) and any malformed answer as DID_ERROR.
+    pub fn scsi_result(&self) -> u32 {
+        use host_byte::*;
+        let (host, status) = match *self {
+            Outcome::Invalid(_) => (DID_ERROR, 0),
+            Outcome::Done { response, status, .. } => match response {
+                Response::Ok => (DID_OK, status),
+                Response::Overrun | Response::Failure => (DID_ERROR, status),
+                Response::Aborted => (DID_ABORT, status),
+                Response::BadTarget | Response::TargetFailure | Response::IncorrectLun => {
+                    (DID_BAD_TARGET, status)
+                }
+                Response::Reset => (DID_RESET, status),
+                Response::Busy => (DID_BUS_BUSY, status),
+                Response::TransportFailure => (DID_TRANSPORT_DISRUPTED, status),
+                Response::NexusFailure => (DID_OK, SAM_STAT_RESERVATION_CONFLICT),
+            },
+        };
+        u32::from(host) << 16 | u32::from(status)
+    }
+}
+
+/// Decodes `struct virtio_scsi_cmd_resp` as the device left it.
+///
+/// `used_len` is what the device reported writing, `capacity` the most it may
+/// report, and `transfer_len` the bytes the command was to move. The spec
+/// counts only bytes written, but QEMU reports the response plus the data
+/// buffers whichever way the data went, so callers pass the response size plus
+/// the transfer length as `capacity`.
+pub fn decode_cmd_resp(
+    resp: &[u8; CMD_RESP_SIZE],
+    used_len: u32,
+    capacity: u32,
+    transfer_len: u32,
+) -> Outcome {
+    if (used_len as usize) < RESP_HEADER_SIZE {
+        return Outcome::Invalid(Violation::NoResponse { used_len });
+    }
+    if used_len > capacity {
+        return Outcome::Invalid(Violation::UsedLenTooLarge { used_len, capacity });
+    }
+    let le32 = |at: usize| u32::from_le_bytes([resp[at], resp[at + 1], resp[at + 2], resp[at + 3]]);
+    let (sense_len, resid, status, code) = (le32(0), le32(4), resp[10], resp[11]);
+    let Some(response) = Response::from_wire(code) else {
+        return Outcome::Invalid(Violation::UnknownResponse(code));
+    };
+    if sense_len as usize > SENSE_SIZE {
+        return Outcome::Invalid(Violation::SenseLenTooLarge(sense_len));
+    }
+    if resid > transfer_len {
+        return Outcome::Invalid(Violation::ResidTooLarge { resid, transfer_len });
+    }
+    Outcome::Done {
+        response,
+        status,
+        sense_len: sense_len as usize,
+        resid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn lun_encoding_matches_the_c_driver() {
+        assert_eq!(encode_lun(0, 0), Some([1, 0, 0x40, 0, 0, 0, 0, 0]));
+        assert_eq!(encode_lun(3, 7), Some([1, 3, 0x40, 7, 0, 0, 0, 0]));
+        assert_eq!(encode_lun(255, 255), Some([1, 255, 0x40, 255, 0, 0, 0, 0]));
+        // Flat LUN 300 as REPORT LUNS hands it to the midlayer: 0x4000 | 300.
+        assert_eq!(encode_lun(0, 0x4000 | 300), Some([1, 0, 0x41, 44, 0, 0, 0, 0]));
+        // The highest flat LUN.
+        assert_eq!(encode_lun(0, 0x4000 | 16383), Some([1, 0, 0x7f, 0xff, 0, 0, 0, 0]));
+        // QEMU reads the LUN back as ((lun[2] << 8) | lun[3]) & 0x3fff.
+        for lun in [0u64, 1, 255, 256, 1000, 16383] {
+            let l = encode_lun(1, lun | if lun > 255 { 0x4000 } else { 0 }).unwrap();
+            assert_eq!(((u64::from(l[2]) << 8) | u64::from(l[3])) & 0x3fff, lun);
+        }
+    }
+
+    #[test]
+    fn unaddressable_luns_are_refused() {
+        assert_eq!(encode_lun(256, 0), None);
+        assert_eq!(encode_lun(0, 0x8000), None);
+        assert_eq!(encode_lun(0, u64::MAX), None);
+    }
+
+    #[test]
+    fn request_header_layout() {
+        let mut buf = [0xaau8; CMD_REQ_SIZE];
+        let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+        encode_cmd_req(&mut buf, [1, 2, 0x40, 3, 0, 0, 0, 0], 0x0102_0304_0506_0708, TaskAttr::Simple, 5, &cdb)
+            .unwrap();
+        assert_eq!(&buf[0..8], &[1, 2, 0x40, 3, 0, 0, 0, 0]);
+        assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(buf[16..19], [0, 5, 0]);
+        assert_eq!(&buf[19..29], &cdb);
+        assert!(buf[29..].iter().all(|&b| b == 0), "the rest of the CDB is cleared");
+    }
+
+    #[test]
+    fn long_cdb_is_refused() {
+        let mut buf = [0u8; CMD_REQ_SIZE];
+        let cdb = [0u8; CDB_SIZE + 1];
+        assert_eq!(
+            encode_cmd_req(&mut buf, [0; 8], 0, TaskAttr::Simple, 0, &cdb),
+            Err(CdbTooLong(33))
+        );
+        assert!(encode_cmd_req(&mut buf, [0; 8], 0, TaskAttr::Simple, 0, &[0; CDB_SIZE]).is_ok());
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(sam_priority(0), 0);
+        assert_eq!(sam_priority(ioprio::CLASS_RT << 13), 1);
+        assert_eq!(sam_priority(ioprio::CLASS_RT << 13 | 7), 8);
+        assert_eq!(sam_priority(ioprio::CLASS_BE << 13 | 4), 11);
+        assert_eq!(sam_priority(ioprio::CLASS_BE << 13 | 7), 12);
+        assert_eq!(sam_priority(ioprio::CLASS_IDLE << 13), 15);
+        assert_eq!(sam_priority(3), 0, "class none");
+        assert_eq!(sam_priority(7 << 13), 0, "undefined classes get no priority");
+    }
+
+    fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; CMD_RESP_SIZE] {
+        let mut r = [0u8; CMD_RESP_SIZE];
+        r[0..4].copy_from_slice(&sense_len.to_le_bytes());
+        r[4..8].copy_from_slice(&resid.to_le_bytes());
+        r[10] = status;
+        r[11] = response;
+        r
+    }
+
+    const CAP: u32 = CMD_RESP_SIZE as u32 + 4096;
+
+    #[test]
+    fn good_responses_decode() {
+        assert_eq!(
+            decode_cmd_resp(&resp(0, 0, 0, 0), CAP, CAP, 4096),
+            Outcome::Done { response: Response::Ok, status: 0, sense_len: 0, resid: 0 }
+        );
+        // CHECK CONDITION with 18 bytes of sense and a short transfer.
+        assert_eq!(
+            decode_cmd_resp(&resp(18, 512, 2, 0), 12, CAP, 4096),
+            Outcome::Done { response: Response::Ok, status: 2, sense_len: 18, resid: 512 }
+        );
+        let all = [
+            (0, Response::Ok),
+            (1, Response::Overrun),
+            (2, Response::Aborted),
+            (3, Response::BadTarget),
+            (4, Response::Reset),
+            (5, Response::Busy),
+            (6, Response::TransportFailure),
+            (7, Response::TargetFailure),
+            (8, Response::NexusFailure),
+            (9, Response::Failure),
+            (12, Response::IncorrectLun),
+        ];
+        for (code, response) in all {
+            match decode_cmd_resp(&resp(0, 0, 0, code), CAP, CAP, 0) {
+                Outcome::Done { response: r, .. } => assert_eq!(r, response),
+                o => panic!("{code}: {o:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_responses_are_rejected() {
+        let ok = resp(0, 0, 0, 0);
+        assert_eq!(
+            decode_cmd_resp(&ok, 11, CAP, 0),
+            Outcome::Invalid(Violation::NoResponse { used_len: 11 })
+        );
+        assert_eq!(
+            decode_cmd_resp(&ok, CAP + 1, CAP, 0),
+            Outcome::Invalid(Violation::UsedLenTooLarge { used_len: CAP + 1, capacity: CAP })
+        );
+        assert_eq!(
+            decode_cmd_resp(&ok, u32::MAX, CAP, 0),
+            Outcome::Invalid(Violation::UsedLenTooLarge { used_len: u32::MAX, capacity: CAP })
+        );
+        for code in [10u8, 11, 13, 0x7f, 0xff] {
+            assert_eq!(
+                decode_cmd_resp(&resp(0, 0, 0, code), CAP, CAP, 0),
+                Outcome::Invalid(Violation::UnknownResponse(code))
+            );
+        }
+        assert_eq!(
+            decode_cmd_resp(&resp(97, 0, 2, 0), CAP, CAP, 0),
+            Outcome::Invalid(Violation::SenseLenTooLarge(97))
+        );
+        assert_eq!(
+            decode_cmd_resp(&resp(u32::MAX, 0, 2, 0), CAP, CAP, 0),
+            Outcome::Invalid(Violation::SenseLenTooLarge(u32::MAX))
+        );
+        assert_eq!(
+            decode_cmd_resp(&resp(0, 4097, 0, 0), CAP, CAP, 4096),
+            Outcome::Invalid(Violation::ResidTooLarge { resid: 4097, transfer_len: 4096 })
+        );
+        // Exactly the full sense buffer and a full residual are fine.
+        assert!(matches!(decode_cmd_resp(&resp(96, 4096, 2, 0), CAP, CAP, 4096), Outcome::Done { .. }));
+    }
+
+    #[test]
+    fn results_for_the_midlayer() {
+        let done = |response, status| Outcome::Done { response, status, sense_len: 0, resid: 0 };
+        assert_eq!(done(Response::Ok, 0).scsi_result(), 0);
+        assert_eq!(done(Response::Ok, 2).scsi_result(), 2, "CHECK CONDITION passes through");
+        assert_eq!(done(Response::Overrun, 0).scsi_result(), 0x07_0000);
+        assert_eq!(done(Response::Aborted, 0).scsi_result(), 0x05_0000);
+        assert_eq!(done(Response::BadTarget, 0).scsi_result(), 0x04_0000);
+        assert_eq!(done(Response::IncorrectLun, 0).scsi_result(), 0x04_0000);
+        assert_eq!(done(Response::TargetFailure, 0).scsi_result(), 0x04_0000);
+        assert_eq!(done(Response::Reset, 0).scsi_result(), 0x08_0000);
+        assert_eq!(done(Response::Busy, 0).scsi_result(), 0x02_0000);
+        assert_eq!(done(Response::TransportFailure, 0).scsi_result(), 0x0e_0000);
+        assert_eq!(done(Response::NexusFailure, 0).scsi_result(), 0x18);
+        assert_eq!(done(Response::Failure, 0).scsi_result(), 0x07_0000);
+        let bad = Outcome::Invalid(Violation::UnknownResponse(99));
+        assert_eq!(bad.scsi_result(), 0x07_0000);
+    }
+
+    #[test]
+    fn violations_read_as_one_line() {
+        let v = Violation::ResidTooLarge { resid: 9, transfer_len: 8 };
+        assert_eq!(std::format!("{v}"), "residual 9 exceeds the transfer length 8");
+    }
+}

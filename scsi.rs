@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrappers over the SCSI midlayer for this driver: the host template,
+//! the `Scsi_Host`, commands, and putting a command on a request virtqueue
+//! and taking it back. With `virtio.rs` and `irqlock.rs`, this is where the
+//! `unsafe` code lives.
+
+use crate::{
+    bindings,
+    protocol::wire::{CMD_REQ_PI_SIZE, CMD_RESP_SIZE},
+    virtio::Virtqueue,
+};
+use core::{ffi::c_void, marker::PhantomData, mem::size_of, ptr::NonNull};
+use kernel::{
+    device,
+    error::to_result,
+    ffi::{c_int, c_uint},
+    prelude::*,
+    sync::Arc,
+    types::ForeignOwnable,
+    ThisModule,
+};
+
+/// The per-command area the midlayer allocates with each command
+/// (`cmd_size`): the request header the device reads and the response it
+/// writes. It lives in the request's memory, which is DMA-able.
+#[repr(C)]
+pub(crate) struct CmdPriv {
+    /// `struct virtio_scsi_cmd_req` (or `_pi`), encoded by the driver.
+    pub(crate) req: [u8; CMD_REQ_PI_SIZE],
+    /// `struct virtio_scsi_cmd_resp`, written by the device.
+    resp: [u8; CMD_RESP_SIZE],
+}
+
+/// The queue was full: the midlayer requeues the command later.
+pub(crate) struct HostBusy;
+
+/// What the midlayer calls; implemented by the driver's shared state.
+pub(crate) trait HostOps: Send + Sync + 'static {
+    /// Start `cmd` (`queuecommand`).
+    fn queue_command(&self, cmd: Command<'_>) -> Result<(), HostBusy>;
+    /// Notify the device of commands queued without their last flag.
+    fn commit_rqs(&self, hwq: u16);
+    /// Complete what is done on poll queue `hwq`; returns how many.
+    fn mq_poll(&self, hwq: u32) -> i32;
+    /// Lay out the hardware queues of the tag set.
+    fn map_queues(&self, maps: &mut QueueMaps<'_>);
+    /// Upper bound for a device's queue depth (`change_queue_depth`).
+    fn max_queue_depth(&self) -> i32;
+}
+
+/// A `struct scsi_host_template`, immutable once made.
+pub(crate) struct Template(bindings::scsi_host_template);
+
+// SAFETY: The template is never written after `new`; it only points to
+// `'static` strings, the module, and functions.
+unsafe impl Send for Template {}
+// SAFETY: As above.
+unsafe impl Sync for Template {}
+
+impl Template {
+    /// The template of hosts driven by `T`.
+    pub(crate) fn new<T: HostOps>(
+        module: &'static ThisModule,
+        name: &'static CStr,
+        proc_name: &'static CStr,
+    ) -> Self {
+        let mut t: bindings::scsi_host_template = pin_init::zeroed();
+        t.module = module.as_ptr();
+        t.name = name.as_char_ptr();
+        t.proc_name = proc_name.as_char_ptr();
+        t.this_id = -1;
+        t.cmd_size = size_of::<CmdPriv>() as c_uint;
+        t.queuecommand = Some(queuecommand::<T>);
+        t.commit_rqs = Some(commit_rqs::<T>);
+        t.mq_poll = Some(mq_poll::<T>);
+        t.map_queues = Some(map_queues::<T>);
+        t.change_queue_depth = Some(change_queue_depth::<T>);
+        t.dma_boundary = u32::MAX as _;
+        t.set_track_queue_depth(1);
+        Self(t)
+    }
+}
+
+/// Limits and shape of a host, set before it is added.
+pub(crate) struct HostParams {
+    pub(crate) can_queue: u32,
+    pub(crate) sg_tablesize: u16,
+    pub(crate) max_sectors: u32,
+    pub(crate) cmd_per_lun: u16,
+    pub(crate) max_id: u32,
+    pub(crate) max_lun: u64,
+    pub(crate) max_cmd_len: u16,
+    /// Hardware queues (one per request virtqueue).
+    pub(crate) nr_hw_queues: u32,
+    /// Queue maps: 1, or 3 when there are poll queues.
+    pub(crate) nr_maps: u32,
+}
+
+/// A `Scsi_Host` driven by `T`: allocated, then added with the driver's shared
+/// state (which its private area holds a reference to), then removed. Dropping
+/// it removes it if needed and puts the allocation's reference.
+///
+/// # Invariants
+///
+/// `shost` is a host allocated from a `Template` for `T`, with a reference
+/// held by this value; while `added`, its private area holds an
+/// `Arc<T>` from `into_foreign`.
+pub(crate) struct Host<T: HostOps> {
+    shost: NonNull<bindings::Scsi_Host>,
+    added: bool,
+    _ops: PhantomData<Arc<T>>,
+}
+
+// SAFETY: The midlayer's host API may be used from any task.
+unsafe impl<T: HostOps> Send for Host<T> {}
+// SAFETY: `&Host` allows nothing that races: all changes take `&mut self`.
+unsafe impl<T: HostOps> Sync for Host<T> {}
+
+impl<T: HostOps> Host<T> {
+    /// Allocates a host from `template` with the limits of `p`.
+    pub(crate) fn alloc(template: &'static Template, p: &HostParams) -> Result<Self> {
+        // SAFETY: The template is `'static`; the private area holds one pointer.
+        let shost = unsafe { bindings::scsi_host_alloc(&template.0, size_of::<*mut c_void>() as c_int) };
+        let shost = NonNull::new(shost).ok_or(ENOMEM)?;
+        let h = shost.as_ptr();
+        // SAFETY: The host is ours alone until it is added.
+        unsafe {
+            (*h).can_queue = p.can_queue as c_int;
+            (*h).sg_tablesize = p.sg_tablesize;
+            (*h).max_sectors = p.max_sectors;
+            (*h).cmd_per_lun = p.cmd_per_lun as i16;
+            (*h).max_id = p.max_id;
+            (*h).max_lun = p.max_lun;
+            (*h).max_channel = 0;
+            (*h).max_cmd_len = p.max_cmd_len;
+            (*h).nr_hw_queues = p.nr_hw_queues;
+            (*h).nr_maps = p.nr_maps;
+        }
+        Ok(Self { shost, added: false, _ops: PhantomData })
+    }
+
+    /// The midlayer's host number (`hostN`).
+    pub(crate) fn host_no(&self) -> u32 {
+        // SAFETY: The host is live (type invariant); `host_no` is set at alloc.
+        unsafe { (*self.shost.as_ptr()).host_no }
+    }
+
+    /// Adds the host below `dev` with `ops` answering the midlayer's calls.
+    pub(crate) fn add(&mut self, ops: Arc<T>, dev: &device::Device) -> Result {
+        let ptr = ops.into_foreign();
+        // SAFETY: The host is live; nothing reads the private area before
+        // `scsi_add_host` publishes the host.
+        unsafe { *self.priv_slot() = ptr };
+        // SAFETY: The host is live and not added yet; `dev` is live for the call
+        // and the midlayer takes its own reference.
+        let ret = unsafe { bindings::scsi_add_host_with_dma(self.shost.as_ptr(), raw_dev(dev), raw_dev(dev)) };
+        if let Err(e) = to_result(ret) {
+            // SAFETY: Not added, so no callback holds a borrow; `ptr` is ours.
+            drop(unsafe { Arc::<T>::from_foreign(ptr) });
+            return Err(e);
+        }
+        self.added = true;
+        Ok(())
+    }
+
+    /// Scans the host for targets and LUNs (synchronously).
+    pub(crate) fn scan(&self) {
+        if self.added {
+            // SAFETY: The host is live and added.
+            unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) }
+        }
+    }
+
+    /// Removes the host: the midlayer stops calling in and waits for every
+    /// command to complete, so the device must still be working.
+    pub(crate) fn remove(&mut self) {
+        if !self.added {
+            return;
+        }
+        // SAFETY: The host is live and added.
+        unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
+        self.added = false;
+        // SAFETY: After `scsi_remove_host` the midlayer makes no more calls
+        // that borrow the private area; the pointer came from `add`.
+        drop(unsafe { Arc::<T>::from_foreign(*self.priv_slot()) });
+    }
+
+    fn priv_slot(&self) -> *mut *mut c_void {
+        // SAFETY: The host is live; its private area holds one pointer.
+        unsafe { (*self.shost.as_ptr()).hostdata.as_mut_ptr().cast() }
+    }
+}
+
+impl<T: HostOps> Drop for Host<T> {
+    fn drop(&mut self) {
+        self.remove();
+        // SAFETY: The reference from `scsi_host_alloc` is ours.
+        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+    }
+}
+
+/// The C `struct device` of `dev` (`device::Device` is a transparent wrapper).
+fn raw_dev(dev: &device::Device) -> *mut bindings::device {
+    core::ptr::from_ref(dev).cast_mut().cast()
+}
+
+/// The driver state of the host that `shost` belongs to.
+///
+/// # Safety
+///
+/// `shost` is a live host added by [`Host::add`] and not removed yet.
+unsafe fn ops<'a, T: HostOps>(shost: *mut bindings::Scsi_Host) -> <Arc<T> as ForeignOwnable>::Borrowed<'a> {
+    // SAFETY: The caller guarantees the host is added, so its private area
+    // holds the `Arc<T>` from `add` until `remove`, after which the midlayer
+    // makes no calls.
+    unsafe { Arc::<T>::borrow(*(*shost).hostdata.as_mut_ptr().cast::<*mut c_void>()) }
+}
+
+/// Which way the data of a command goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataDir {
+    /// No data.
+    None,
+    /// Guest to device (WRITE).
+    ToDevice,
+    /// Device to guest (READ).
+    FromDevice,
+    /// Both (bidirectional commands).
+    Both,
+}
+
+/// A command the midlayer handed to `queuecommand`, not yet given to the
+/// device.
+///
+/// # Invariants
+///
+/// `sc` is a live command of a host from a `Template`, owned by the driver
+/// (between `queuecommand` and `scsi_done`) and not given to the device.
+pub(crate) struct Command<'a> {
+    sc: NonNull<bindings::scsi_cmnd>,
+    _life: PhantomData<&'a mut bindings::scsi_cmnd>,
+}
+
+impl Command<'_> {
+    fn raw(&self) -> *mut bindings::scsi_cmnd {
+        self.sc.as_ptr()
+    }
+
+    /// Target id (`sdev->id`).
+    pub(crate) fn target(&self) -> u32 {
+        // SAFETY: The command and its device are live (type invariant).
+        unsafe { (*(*self.raw()).device).id }
+    }
+
+    /// LUN as the midlayer numbers it (`sdev->lun`).
+    pub(crate) fn lun(&self) -> u64 {
+        // SAFETY: As in `target`.
+        unsafe { (*(*self.raw()).device).lun }
+    }
+
+    /// The CDB.
+    pub(crate) fn cdb(&self) -> &[u8] {
+        // SAFETY: The command is live; `cmnd` is an array in it.
+        let (cmnd, len) = unsafe { (&(*self.raw()).cmnd, (*self.raw()).cmd_len) };
+        &cmnd[..(len as usize).min(cmnd.len())]
+    }
+
+    /// Block-layer tag, unique across the host's hardware queues
+    /// (hardware queue in bits 31..16).
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: The command is live; its request precedes it in memory.
+        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
+    }
+
+    /// The request's I/O priority (`IOPRIO_PRIO_VALUE`).
+    pub(crate) fn ioprio(&self) -> u16 {
+        // SAFETY: As in `unique_tag`.
+        unsafe { bindings::vsrs_req_get_ioprio(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
+    }
+
+    /// Whether this is the last command of a batch (notify the device now).
+    pub(crate) fn is_last(&self) -> bool {
+        // SAFETY: The command is live.
+        unsafe { (*self.raw()).flags as u32 & bindings::SCMD_LAST != 0 }
+    }
+
+    /// The command's private area.
+    pub(crate) fn priv_mut(&mut self) -> &mut CmdPriv {
+        // SAFETY: The area is `cmd_size` bytes for `CmdPriv`, suitably aligned
+        // after the command, and the driver owns the command (type invariant).
+        unsafe { &mut *bindings::vsrs_scsi_cmd_priv(self.raw()).cast::<CmdPriv>() }
+    }
+
+    /// Completes the command without involving the device.
+    pub(crate) fn finish(self, result: u32) {
+        // SAFETY: The driver owns the command; `scsi_done` hands it back.
+        unsafe {
+            (*self.raw()).result = result as c_int;
+            bindings::scsi_done(self.raw());
+        }
+    }
+
+    /// Gives the command to the device on `vq`: the request header (first
+    /// `req_len` bytes of `req`) and data out, then the response and data in.
+    /// On error (`ENOSPC`: the ring is full; `EIO`: it is broken) the command
+    /// comes back unchanged.
+    pub(crate) fn submit(self, vq: &mut ReqQueue, req_len: usize) -> Result<(), (Self, Error)> {
+        let sc = self.raw();
+        // SAFETY: The command is live and ours (type invariant).
+        let (dir, sgl) = unsafe { (data_dir(sc), (*sc).sdb.table.sgl) };
+        let mut req_sg: bindings::scatterlist = pin_init::zeroed();
+        let mut resp_sg: bindings::scatterlist = pin_init::zeroed();
+        // SAFETY: The command is ours, so is its private area.
+        let p = unsafe { &mut *bindings::vsrs_scsi_cmd_priv(sc).cast::<CmdPriv>() };
+        // SAFETY: Both buffers lie in the private area, which lives until
+        // `scsi_done`; the scatterlists are only read during `add_sgs`.
+        unsafe {
+            bindings::sg_init_one(&mut req_sg, p.req.as_ptr().cast(), req_len.min(CMD_REQ_PI_SIZE) as c_uint);
+            bindings::sg_init_one(&mut resp_sg, p.resp.as_mut_ptr().cast(), CMD_RESP_SIZE as c_uint);
+        }
+        let has_data = !sgl.is_null();
+        let data_out = has_data && matches!(dir, DataDir::ToDevice | DataDir::Both);
+        let data_in = has_data && matches!(dir, DataDir::FromDevice | DataDir::Both);
+        // Device-readable lists first, then device-writable ones.
+        let mut sgs = [&raw mut req_sg, sgl, &raw mut resp_sg, sgl];
+        let (out, inn) = (1 + usize::from(data_out), 1 + usize::from(data_in));
+        if !data_out {
+            sgs[1] = &raw mut resp_sg;
+        }
+        // SAFETY: The queue is live and `&mut` serialises ring operations; the
+        // scatterlists describe memory that stays valid until the command
+        // comes back through `next_done` (the data buffers belong to the
+        // request, the header and response to its private area). The token is
+        // the command, which `next_done` turns back into one.
+        let ret = unsafe {
+            bindings::virtqueue_add_sgs(
+                vq.0.as_raw(),
+                sgs.as_mut_ptr(),
+                out as c_uint,
+                inn as c_uint,
+                sc.cast(),
+                bindings::GFP_ATOMIC,
+            )
+        };
+        to_result(ret).map_err(|e| (self, e))
+    }
+}
+
+/// # Safety
+///
+/// `sc` is a live command.
+unsafe fn data_dir(sc: *mut bindings::scsi_cmnd) -> DataDir {
+    // SAFETY: The caller guarantees `sc` is live.
+    match unsafe { (*sc).sc_data_direction } {
+        bindings::dma_data_direction_DMA_TO_DEVICE => DataDir::ToDevice,
+        bindings::dma_data_direction_DMA_FROM_DEVICE => DataDir::FromDevice,
+        bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDir::Both,
+        _ => DataDir::None,
+    }
+}
+
+/// A request virtqueue: it only ever carries commands, put there by
+/// [`Command::submit`] and taken back by [`ReqQueue::next_done`].
+pub(crate) struct ReqQueue(Virtqueue);
+
+impl ReqQueue {
+    /// Makes `vq` a request queue; nothing else may use it.
+    pub(crate) fn new(vq: Virtqueue) -> Self {
+        Self(vq)
+    }
+
+    /// The virtqueue, for ring operations that do not add or take buffers.
+    pub(crate) fn vq(&mut self) -> &mut Virtqueue {
+        &mut self.0
+    }
+
+    /// The next command the device is done with, with the used length it
+    /// reported.
+    pub(crate) fn next_done(&mut self) -> Option<(DoneCommand, u32)> {
+        let (token, len) = self.0.get_buf()?;
+        // Every token on this queue is a command submitted by `submit`, and the
+        // virtio core returns each at most once; the midlayer keeps it live
+        // until `DoneCommand::finish` calls `scsi_done`.
+        Some((DoneCommand(token.cast()), len))
+    }
+}
+
+/// A command the device has handed back.
+///
+/// # Invariants
+///
+/// `0` is a live command owned by the driver, no longer used by the device.
+pub(crate) struct DoneCommand(NonNull<bindings::scsi_cmnd>);
+
+impl DoneCommand {
+    /// A copy of the response the device wrote (copied once, so that the
+    /// checks and the use see the same bytes).
+    pub(crate) fn response(&self) -> [u8; CMD_RESP_SIZE] {
+        // SAFETY: The command is live and its private area ours again.
+        unsafe { (*bindings::vsrs_scsi_cmd_priv(self.0.as_ptr()).cast::<CmdPriv>()).resp }
+    }
+
+    /// Bytes the command was to transfer.
+    pub(crate) fn transfer_len(&self) -> u32 {
+        // SAFETY: The command is live.
+        unsafe { (*self.0.as_ptr()).sdb.length }
+    }
+
+    /// Completes the command: `result` (host byte << 16 | status), residual
+    /// `resid`, and sense data `sense` (at most the sense buffer's size).
+    pub(crate) fn finish(self, result: u32, resid: u32, sense: &[u8]) {
+        let sc = self.0.as_ptr();
+        // SAFETY: The driver owns the live command; the sense buffer holds
+        // SCSI_SENSE_BUFFERSIZE bytes and the copy is bounded by that.
+        unsafe {
+            let n = sense.len().min(bindings::SCSI_SENSE_BUFFERSIZE as usize);
+            if n > 0 {
+                core::ptr::copy_nonoverlapping(sense.as_ptr(), (*sc).sense_buffer, n);
+            }
+            (*sc).resid_len = resid;
+            (*sc).result = result as c_int;
+            bindings::scsi_done(sc);
+        }
+    }
+}
+
+/// The queue maps of a host's tag set, handed to [`HostOps::map_queues`].
+pub(crate) struct QueueMaps<'a> {
+    shost: NonNull<bindings::Scsi_Host>,
+    _life: PhantomData<&'a mut bindings::Scsi_Host>,
+}
+
+/// Which queue map.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub(crate) enum MapType {
+    /// Interrupt-driven queues.
+    Default = bindings::hctx_type_HCTX_TYPE_DEFAULT,
+    /// Read queues (unused: a count of 0).
+    Read = bindings::hctx_type_HCTX_TYPE_READ,
+    /// Poll queues.
+    Poll = bindings::hctx_type_HCTX_TYPE_POLL,
+}
+
+impl QueueMaps<'_> {
+    fn map(&mut self, t: MapType) -> *mut bindings::blk_mq_queue_map {
+        // SAFETY: The host is live while `map_queues` runs; `map` has
+        // HCTX_MAX_TYPES entries and `t` is one of them.
+        unsafe { &raw mut (*self.shost.as_ptr()).tag_set.map[t as usize] }
+    }
+
+    /// Number of maps in use (`nr_maps`).
+    pub(crate) fn count(&self) -> u32 {
+        // SAFETY: As in `map`.
+        unsafe { (*self.shost.as_ptr()).nr_maps }
+    }
+
+    /// Gives map `t` the `nr` hardware queues from `offset`, spread over the
+    /// CPUs along the interrupt affinity of `dev`'s vectors from
+    /// `first_vector` (`Some`), or evenly (`None`).
+    pub(crate) fn set(&mut self, t: MapType, nr: u32, offset: u32, affinity: Option<(&device::Device, u32)>) {
+        let map = self.map(t);
+        // SAFETY: `map` is valid (see `map`) and `map_queues` may change it.
+        unsafe {
+            (*map).nr_queues = nr;
+            (*map).queue_offset = offset;
+            if nr == 0 {
+                return;
+            }
+            match affinity {
+                Some((dev, first)) => bindings::blk_mq_map_hw_queues(map, raw_dev(dev), first),
+                None => bindings::blk_mq_map_queues(map),
+            }
+        }
+    }
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`], with a live
+/// command it gives to the driver.
+unsafe extern "C" fn queuecommand<T: HostOps>(
+    shost: *mut bindings::Scsi_Host,
+    sc: *mut bindings::scsi_cmnd,
+) -> bindings::scsi_qc_status {
+    // SAFETY: The host is added (the midlayer calls only then).
+    let ops = unsafe { ops::<T>(shost) };
+    let cmd = Command {
+        // SAFETY: The midlayer passes a valid command.
+        sc: unsafe { NonNull::new_unchecked(sc) },
+        _life: PhantomData,
+    };
+    match ops.queue_command(cmd) {
+        Ok(()) => 0,
+        Err(HostBusy) => bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY,
+    }
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`].
+unsafe extern "C" fn commit_rqs<T: HostOps>(shost: *mut bindings::Scsi_Host, hwq: u16) {
+    // SAFETY: The host is added.
+    unsafe { ops::<T>(shost) }.commit_rqs(hwq);
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`].
+unsafe extern "C" fn mq_poll<T: HostOps>(shost: *mut bindings::Scsi_Host, hwq: c_uint) -> c_int {
+    // SAFETY: The host is added.
+    unsafe { ops::<T>(shost) }.mq_poll(hwq)
+}
+
+/// # Safety
+///
+/// Called by the midlayer while adding a host (after its private area is
+/// set) or updating its queues.
+unsafe extern "C" fn map_queues<T: HostOps>(shost: *mut bindings::Scsi_Host) {
+    let mut maps = QueueMaps {
+        // SAFETY: The midlayer passes a live host.
+        shost: unsafe { NonNull::new_unchecked(shost) },
+        _life: PhantomData,
+    };
+    // SAFETY: `map_queues` runs from `scsi_add_host` on, after `add` stored
+    // the state.
+    unsafe { ops::<T>(shost) }.map_queues(&mut maps);
+}
+
+/// # Safety
+///
+/// Called by the midlayer with a live device of a host added by [`Host::add`].
+unsafe extern "C" fn change_queue_depth<T: HostOps>(sdev: *mut bindings::scsi_device, depth: c_int) -> c_int {
+    // SAFETY: The device and its host are live, the host added.
+    let max = unsafe { ops::<T>((*sdev).host) }.max_queue_depth();
+    // SAFETY: `sdev` is live.
+    unsafe { bindings::scsi_change_queue_depth(sdev, depth.clamp(1, max)) }
+}
