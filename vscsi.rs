@@ -19,8 +19,9 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use kernel::{
-    device,
+    debugfs, device,
     prelude::*,
+    str::CString,
     sync::{aref::ARef, lock::Lock, new_mutex, Arc, Mutex},
 };
 
@@ -66,6 +67,29 @@ pub(crate) struct Shared {
     violations: AtomicU64,
 }
 
+/// The counters as `/sys/kernel/debug/virtio_scsi_rs-<device>/stats` shows
+/// them: a header, one line per request queue, the protocol violations.
+struct StatsView(Arc<Shared>);
+
+impl core::fmt::Debug for StatsView {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        writeln!(f, "queue submitted completed busy device_errors polled")?;
+        for (i, q) in self.0.queues.iter().enumerate() {
+            let s = &q.stats;
+            writeln!(
+                f,
+                "{i} {} {} {} {} {}",
+                s.submitted.load(Relaxed),
+                s.completed.load(Relaxed),
+                s.busy.load(Relaxed),
+                s.device_errors.load(Relaxed),
+                s.polled.load(Relaxed)
+            )?;
+        }
+        write!(f, "protocol_violations {}", self.0.violations.load(Relaxed))
+    }
+}
+
 /// One bound virtio-scsi device.
 #[pin_data]
 pub(crate) struct VirtioScsi {
@@ -73,6 +97,10 @@ pub(crate) struct VirtioScsi {
     #[pin]
     host: Mutex<scsi::Host<Shared>>,
     shared: Arc<Shared>,
+    /// `stats` in the device's debugfs directory.
+    #[pin]
+    stats: debugfs::File<StatsView>,
+    _debugfs: debugfs::Dir,
     /// Owner of the virtqueues; declared last so it drops last, resetting the
     /// device and deleting the queues.
     vqs: virtio::Virtqueues,
@@ -155,10 +183,14 @@ impl virtio::Driver for VirtioScsi {
             Shared { dev: d.into(), cfg, queues, violations: AtomicU64::new(0) },
             GFP_KERNEL,
         )?;
+        let dir = debugfs::Dir::new(&CString::try_from_fmt(fmt!("virtio_scsi_rs-{}", d.name()))?);
+        let view = StatsView(shared.clone());
         KBox::pin_init(
             try_pin_init!(Self {
                 host <- new_mutex!(host),
                 shared,
+                stats <- dir.read_only_file(c"stats", view),
+                _debugfs: dir,
                 vqs,
             }),
             GFP_KERNEL,

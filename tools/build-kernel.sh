@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build (or reuse) a Rust-enabled guest kernel in the cache outside the repository.
 #
-#   tools/build-kernel.sh [test|bench]
+#   tools/build-kernel.sh [test|debug|bench]
 #
 # Prints the kernel build directory (a KDIR for out-of-tree modules) as its last
 # line. The cache key is kernel package version + flavour + a hash of everything
@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/kernel.env
 . "$here/kernel.env"
 flavour=${1:-test}
-case $flavour in test|bench) ;; *) echo "build-kernel: flavour must be test or bench" >&2; exit 2;; esac
+case $flavour in test|debug|bench) ;; *) echo "build-kernel: flavour must be test, debug or bench" >&2; exit 2;; esac
 
 say() { echo "build-kernel: $*" >&2; }
 die() { echo "build-kernel: error: $*" >&2; exit 1; }
@@ -88,8 +88,10 @@ make -s -C "$src" O="$bdir" "${make_args[@]}" olddefconfig >&2
 
 required=(RUST MODULES MODULE_UNLOAD SCSI_VIRTIO=m BLK_DEV_SD BLK_DEV_SR CHR_DEV_SG
 	BLK_DEV_INTEGRITY DEBUG_FS IO_URING PM_DEBUG)
-[ "$flavour" = test ] && required+=(KASAN PROVE_LOCKING DEBUG_ATOMIC_SLEEP DEBUG_KMEMLEAK
-	DETECT_HUNG_TASK)
+case $flavour in
+test) required+=(PROVE_LOCKING DEBUG_ATOMIC_SLEEP DEBUG_KMEMLEAK DETECT_HUNG_TASK) ;;
+debug) required+=(KASAN PROVE_LOCKING DEBUG_ATOMIC_SLEEP DEBUG_KMEMLEAK DETECT_HUNG_TASK) ;;
+esac
 for opt in "${required[@]}"; do
 	name=${opt%%=*}; want=y; [[ $opt == *=* ]] && want=${opt#*=}
 	grep -qx "CONFIG_$name=$want" "$bdir/.config" ||

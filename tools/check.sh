@@ -21,7 +21,7 @@ if [ -n "${KDIR:-}" ]; then
 	"$here/setup-host.sh" || exit 1
 	kdir=$(cd "$KDIR" && pwd) kargs=""
 else
-	line=$("$here/kdir.sh" test) || { echo "set-up failed"; echo "0 passed, 1 failed"; exit 1; }
+	line=$("$here/kdir.sh" "${KERNEL:-test}") || { echo "set-up failed"; echo "0 passed, 1 failed"; exit 1; }
 	kdir=${line%%$'\t'*} kargs=${line#*$'\t'}
 fi
 echo "kernel: $kdir ($(( $(date +%s) - start )) s)"

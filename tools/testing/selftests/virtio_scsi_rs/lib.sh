@@ -25,6 +25,16 @@ check() {
 	return 0
 }
 
+# expect_eq DESC GOT WANT: one result line; shows both values on failure.
+expect_eq() {
+	if [ "$2" = "$3" ]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		printf 'got:  %s\nwant: %s\n' "$2" "$3" | diag
+	fi
+}
+
 debugfs() {
 	mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 }
@@ -70,4 +80,59 @@ scsi_virtio_devs() {
 		[ "$(cat "$d/device")" = 0x0008 ] && echo "$d"
 	done
 	return 0
+}
+
+# Host numbers of the SCSI hosts virtio_scsi_rs drives.
+vsrs_hosts() {
+	local h
+	for h in /sys/class/scsi_host/host*; do
+		[ "$(cat "$h/proc_name")" = "$MOD" ] && basename "$h" | sed 's/host//'
+	done
+}
+# SCSI devices of those hosts (of SCSI type TYPE: 0 disk, 5 CD), as
+# "H:C:T:L /dev/NAME" lines sorted by target and LUN.
+vsrs_devices() { # [TYPE]
+	local h d
+	for h in $(vsrs_hosts); do
+		for d in /sys/bus/scsi/devices/"$h":*; do
+			[ -e "$d/type" ] || continue
+			[ -z "${1:-}" ] || [ "$(cat "$d/type")" = "$1" ] || continue
+			echo "$(basename "$d") /dev/$(ls "$d/block" 2>/dev/null)"
+		done
+	done | sort -t: -k3,3n -k4,4n
+}
+
+# Waits until the block devices of virtio_scsi_rs's disks exist (sd binds
+# asynchronously after the scan that insmod ran); N expected, 120 s at most.
+wait_disks() { # N
+	local i
+	for i in $(seq 1 240); do
+		[ "$(vsrs_devices 0 | awk '$2 ~ /^\/dev\/sd/' | wc -l)" -ge "$1" ] && { udevadm settle 2>/dev/null; return 0; }
+		sleep 0.5
+	done
+	echo "only $(vsrs_devices 0 | wc -l) of $1 disks appeared"; vsrs_devices; return 1
+}
+
+# The serial number QEMU was given for a disk.
+serial_of() { sg_vpd -p sn "$1" 2>/dev/null | sed -n 's/.*Unit serial number: *//p'; }
+
+# Disks whose serial starts with PREFIX.
+disks_with_serial() { # PREFIX
+	local addr dev
+	vsrs_devices 0 | while read -r addr dev; do
+		case $(serial_of "$dev") in "$1"*) echo "$dev" ;; esac
+	done
+}
+
+# fio random writes verified with crc32c on DEVICES, NUMJOBS jobs each.
+fio_verify() { # NUMJOBS SIZE DEVICES...
+	local jobs=$1 size=$2 dev args=(); shift 2
+	for dev in "$@"; do
+		args+=(--name="$(basename "$dev")" --filename="$dev")
+	done
+	fio --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-64k --iodepth=16 \
+		--numjobs="$jobs" --size="$size" --offset_increment="$size" --verify=crc32c \
+		--verify_fatal=1 --do_verify=1 --group_reporting --output-format=terse \
+		"${args[@]}" >/tmp/fio.out 2>&1 || { tail -n 30 /tmp/fio.out; return 1; }
+	! grep -qi 'verify:\|bad magic\|crc32c: verify failed' /tmp/fio.out
 }

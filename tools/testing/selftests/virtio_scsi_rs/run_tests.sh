@@ -44,8 +44,21 @@ guest() {
 	rm -f "$out"
 }
 
-disks="-blockdev driver=null-co,node-name=n0,size=1073741824,read-zeroes=on \
--device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=n0"
+img_dir=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
+trap 'rm -rf "$img_dir"' EXIT
+
+# QEMU options for a file-backed disk (serial vsrs-ID) and a null-co one.
+hd_file() { # ID BUS TARGET LUN SIZE
+	truncate -s "$5" "$img_dir/$1.raw"
+	echo "-blockdev driver=file,filename=$img_dir/$1.raw,node-name=$1,cache.direct=off" \
+		"-device scsi-hd,bus=$2,scsi-id=$3,lun=$4,drive=$1,serial=vsrs-$1"
+}
+hd_null() { # ID BUS TARGET LUN
+	echo "-blockdev driver=null-co,node-name=$1,size=1073741824,read-zeroes=on" \
+		"-device scsi-hd,bus=$2,scsi-id=$3,lun=$4,drive=$1,serial=vsrs-$1"
+}
+
+disks=$(hd_null n0 vs0.0 0 0)
 
 echo "TAP version 13"
 
@@ -58,6 +71,54 @@ guest "four queues, one polled" \
 	"--no-default-disks --cpus 4 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=4 $disks'" \
 	"VSRS_INSMOD_ARGS=poll_queues=1 VSRS_EXPECT='4 request queues (3 default, 1 poll) of 256 entries|seg_max 254, max_sectors 65535, cmd_per_lun 128|features hotplug change\$'" \
 	probe.sh
+
+# Discovery and data: 2 targets x 4 file-backed LUNs and a CD on one host,
+# 256 LUNs (0-127 and, flat-addressed, 256-383) on a second.
+topo=() opts="-device virtio-scsi-pci,id=vs0,num_queues=2"
+i=0
+for t in 0 1; do
+	for l in 0 1 2 3; do
+		opts+=" $(hd_file f$i vs0.0 $t $l 32M)"; topo+=("$t:$l"); i=$((i + 1))
+	done
+done
+opts+=" -device scsi-cd,bus=vs0.0,scsi-id=2,lun=0 -device virtio-scsi-pci,id=vs1,num_queues=1"
+for l in $(seq 0 127) $(seq 256 383); do
+	opts+=" $(hd_null m$l vs1.0 0 "$l")"
+done
+guest "discovery and data" \
+	"--no-default-disks --cpus 2 --rwdir $img_dir --qemu '$opts'" \
+	"VSRS_TOPOLOGY=$(IFS=,; echo "${topo[*]}") VSRS_CDROM=2:0 VSRS_DISK_SIZE=33554432 VSRS_LUNS2=256 VSRS_PATTERN=$img_dir/pattern" \
+	io.sh
+if [ -f "$img_dir/pattern" ]; then
+	case "discovery and data" in *"$filter"*)
+		if cmp -s -n 4194304 "$img_dir/pattern" "$img_dir/f0.raw"; then
+			result ok "discovery and data: the host reads back in f0.raw what the guest wrote"
+		else
+			result fail "discovery and data: f0.raw differs from what the guest wrote"
+		fi ;;
+	esac
+fi
+
+# The data test on other queue shapes; virtqueue_size=16 drives the
+# queue-full path.
+for shape in "num_queues=1:2:" "num_queues=4:4:" "num_queues=2,virtqueue_size=16:2:" \
+	"num_queues=4:4:poll_queues=2"; do
+	IFS=: read -r props cpus params <<<"$shape"
+	opts="-device virtio-scsi-pci,id=vs0,$props $(hd_file f0 vs0.0 0 0 64M) $(hd_file f1 vs0.0 0 1 64M)"
+	env="VSRS_TOPOLOGY=0:0,0:1 VSRS_FIO_SIZE=16M"
+	[ -n "$params" ] && env+=" VSRS_INSMOD_ARGS=$params VSRS_POLL=1"
+	guest "queues $props${params:+ $params}" "--no-default-disks --cpus $cpus --qemu '$opts'" "$env" io.sh
+done
+
+# An injected read error fails one request, the disk stays usable.
+truncate -s 64M "$img_dir/e0.raw"
+opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 64M) \
+-blockdev driver=blkdebug,node-name=e0,image.driver=file,image.filename=$img_dir/e0.raw,inject-error.0.event=read_aio,inject-error.0.errno=5,inject-error.0.sector=8192,inject-error.0.once=on \
+-device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=e0,serial=vsrs-e0,rerror=report"
+guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=8192" deverr.sh
+
+guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
+	"VSRS_CYCLES=20" lifecycle.sh
 
 echo "1..$n"
 echo "# selftests: $pass passed, $fail failed"
