@@ -76,7 +76,7 @@ impl Template {
         t.mq_poll = Some(mq_poll::<T>);
         t.map_queues = Some(map_queues::<T>);
         t.change_queue_depth = Some(change_queue_depth::<T>);
-        t.dma_boundary = u32::MAX as _;
+        t.dma_boundary = u32::MAX as usize;
         t.set_track_queue_depth(1);
         Self(t)
     }
@@ -121,7 +121,8 @@ impl<T: HostOps> Host<T> {
     /// Allocates a host from `template` with the limits of `p`.
     pub(crate) fn alloc(template: &'static Template, p: &HostParams) -> Result<Self> {
         // SAFETY: The template is `'static`; the private area holds one pointer.
-        let shost = unsafe { bindings::scsi_host_alloc(&template.0, size_of::<*mut c_void>() as c_int) };
+        let shost =
+            unsafe { bindings::scsi_host_alloc(&template.0, size_of::<*mut c_void>() as c_int) };
         let shost = NonNull::new(shost).ok_or(ENOMEM)?;
         let h = shost.as_ptr();
         // SAFETY: The host is ours alone until it is added.
@@ -137,7 +138,11 @@ impl<T: HostOps> Host<T> {
             (*h).nr_hw_queues = p.nr_hw_queues;
             (*h).nr_maps = p.nr_maps;
         }
-        Ok(Self { shost, added: false, _ops: PhantomData })
+        Ok(Self {
+            shost,
+            added: false,
+            _ops: PhantomData,
+        })
     }
 
     /// The midlayer's host number (`hostN`).
@@ -154,7 +159,9 @@ impl<T: HostOps> Host<T> {
         unsafe { *self.priv_slot() = ptr };
         // SAFETY: The host is live and not added yet; `dev` is live for the call
         // and the midlayer takes its own reference.
-        let ret = unsafe { bindings::scsi_add_host_with_dma(self.shost.as_ptr(), raw_dev(dev), raw_dev(dev)) };
+        let ret = unsafe {
+            bindings::scsi_add_host_with_dma(self.shost.as_ptr(), raw_dev(dev), raw_dev(dev))
+        };
         if let Err(e) = to_result(ret) {
             // SAFETY: Not added, so no callback holds a borrow; `ptr` is ours.
             drop(unsafe { Arc::<T>::from_foreign(ptr) });
@@ -210,7 +217,9 @@ fn raw_dev(dev: &device::Device) -> *mut bindings::device {
 /// # Safety
 ///
 /// `shost` is a live host added by [`Host::add`] and not removed yet.
-unsafe fn ops<'a, T: HostOps>(shost: *mut bindings::Scsi_Host) -> <Arc<T> as ForeignOwnable>::Borrowed<'a> {
+unsafe fn ops<'a, T: HostOps>(
+    shost: *mut bindings::Scsi_Host,
+) -> <Arc<T> as ForeignOwnable>::Borrowed<'a> {
     // SAFETY: The caller guarantees the host is added, so its private area
     // holds the `Arc<T>` from `add` until `remove`, after which the midlayer
     // makes no calls.
@@ -316,8 +325,16 @@ impl Command<'_> {
         // SAFETY: Both buffers lie in the private area, which lives until
         // `scsi_done`; the scatterlists are only read during `add_sgs`.
         unsafe {
-            bindings::sg_init_one(&mut req_sg, p.req.as_ptr().cast(), req_len.min(CMD_REQ_PI_SIZE) as c_uint);
-            bindings::sg_init_one(&mut resp_sg, p.resp.as_mut_ptr().cast(), CMD_RESP_SIZE as c_uint);
+            bindings::sg_init_one(
+                &mut req_sg,
+                p.req.as_ptr().cast(),
+                req_len.min(CMD_REQ_PI_SIZE) as c_uint,
+            );
+            bindings::sg_init_one(
+                &mut resp_sg,
+                p.resp.as_mut_ptr().cast(),
+                CMD_RESP_SIZE as c_uint,
+            );
         }
         let has_data = !sgl.is_null();
         let data_out = has_data && matches!(dir, DataDir::ToDevice | DataDir::Both);
@@ -459,7 +476,13 @@ impl QueueMaps<'_> {
     /// Gives map `t` the `nr` hardware queues from `offset`, spread over the
     /// CPUs along the interrupt affinity of `dev`'s vectors from
     /// `first_vector` (`Some`), or evenly (`None`).
-    pub(crate) fn set(&mut self, t: MapType, nr: u32, offset: u32, affinity: Option<(&device::Device, u32)>) {
+    pub(crate) fn set(
+        &mut self,
+        t: MapType,
+        nr: u32,
+        offset: u32,
+        affinity: Option<(&device::Device, u32)>,
+    ) {
         let map = self.map(t);
         // SAFETY: `map` is valid (see `map`) and `map_queues` may change it.
         unsafe {
@@ -531,7 +554,10 @@ unsafe extern "C" fn map_queues<T: HostOps>(shost: *mut bindings::Scsi_Host) {
 /// # Safety
 ///
 /// Called by the midlayer with a live device of a host added by [`Host::add`].
-unsafe extern "C" fn change_queue_depth<T: HostOps>(sdev: *mut bindings::scsi_device, depth: c_int) -> c_int {
+unsafe extern "C" fn change_queue_depth<T: HostOps>(
+    sdev: *mut bindings::scsi_device,
+    depth: c_int,
+) -> c_int {
     // SAFETY: The device and its host are live, the host added.
     let max = unsafe { ops::<T>((*sdev).host) }.max_queue_depth();
     // SAFETY: `sdev` is live.

@@ -114,7 +114,11 @@ impl Device {
             c_infos.push(
                 bindings::virtqueue_info {
                     name: info.name.as_char_ptr(),
-                    callback: if info.interrupt { Some(vq_callback::<T>) } else { None },
+                    callback: if info.interrupt {
+                        Some(vq_callback::<T>)
+                    } else {
+                        None
+                    },
                     ctx: false,
                 },
                 GFP_KERNEL,
@@ -388,7 +392,8 @@ fn unbind<T: Driver>(dev: &Device, started: bool) {
     }
     // No callback runs after the reset, so none can see the state go away.
     dev.reset();
-    dev.priv_slot().store(core::ptr::null_mut(), Ordering::Release);
+    dev.priv_slot()
+        .store(core::ptr::null_mut(), Ordering::Release);
     // SAFETY: As above; nothing else reclaims it, and no borrow is left.
     drop(unsafe { <Pin<KBox<T>>>::from_foreign(ptr) });
 }

@@ -41,11 +41,17 @@ static ID_TABLE: [bindings::virtio_device_id; 2] = [
         device: bindings::VIRTIO_ID_SCSI,
         vendor: bindings::VIRTIO_DEV_ANY_ID,
     },
-    bindings::virtio_device_id { device: 0, vendor: 0 },
+    bindings::virtio_device_id {
+        device: 0,
+        vendor: 0,
+    },
 ];
 
 /// Feature bits offered to the device.
-static FEATURES: [u32; 2] = [bindings::VIRTIO_SCSI_F_HOTPLUG, bindings::VIRTIO_SCSI_F_CHANGE];
+static FEATURES: [u32; 2] = [
+    bindings::VIRTIO_SCSI_F_HOTPLUG,
+    bindings::VIRTIO_SCSI_F_CHANGE,
+];
 
 /// The SCSI host template, made once at module load (it names the module).
 static HOST_TEMPLATE: SetOnce<scsi::Template> = SetOnce::new();

@@ -136,15 +136,33 @@ impl virtio::Driver for VirtioScsi {
 
         let irq_queues = (cfg.req_queues - cfg.poll_queues) as usize;
         let mut infos = KVec::with_capacity(VQ_BASE + cfg.req_queues as usize, GFP_KERNEL)?;
-        infos.push(VqInfo { name: c"control", interrupt: true }, GFP_KERNEL)?;
-        infos.push(VqInfo { name: c"event", interrupt: true }, GFP_KERNEL)?;
+        infos.push(
+            VqInfo {
+                name: c"control",
+                interrupt: true,
+            },
+            GFP_KERNEL,
+        )?;
+        infos.push(
+            VqInfo {
+                name: c"event",
+                interrupt: true,
+            },
+            GFP_KERNEL,
+        )?;
         for i in 0..cfg.req_queues as usize {
-            let (name, interrupt) = if i < irq_queues { (c"request", true) } else { (c"request_poll", false) };
+            let (name, interrupt) = if i < irq_queues {
+                (c"request", true)
+            } else {
+                (c"request_poll", false)
+            };
             infos.push(VqInfo { name, interrupt }, GFP_KERNEL)?;
         }
-        let (vqs, handles) = dev.find_vqs::<Self>(&infos, VQ_BASE as u32).inspect_err(|e| {
-            dev_err!(d, "cannot create {} virtqueues: {:?}\n", infos.len(), e);
-        })?;
+        let (vqs, handles) = dev
+            .find_vqs::<Self>(&infos, VQ_BASE as u32)
+            .inspect_err(|e| {
+                dev_err!(d, "cannot create {} virtqueues: {:?}\n", infos.len(), e);
+            })?;
 
         dev.write_u32(offset::CDB_SIZE, wire::CDB_SIZE as u32);
         dev.write_u32(offset::SENSE_SIZE, wire::SENSE_SIZE as u32);
@@ -156,7 +174,11 @@ impl virtio::Driver for VirtioScsi {
             queues.push(
                 RequestQueue {
                     vq: KBox::pin_init(
-                        Lock::new(ReqQueue::new(vq), c"vsrs_request_vq", kernel::static_lock_class!()),
+                        Lock::new(
+                            ReqQueue::new(vq),
+                            c"vsrs_request_vq",
+                            kernel::static_lock_class!(),
+                        ),
                         GFP_KERNEL,
                     )?,
                     stats: QueueStats::default(),
@@ -176,11 +198,20 @@ impl virtio::Driver for VirtioScsi {
             max_lun: FLAT_LUN_BASE + u64::from(cfg.max_lun) + 1,
             max_cmd_len: wire::CDB_SIZE as u16,
             nr_hw_queues: cfg.req_queues,
-            nr_maps: if cfg.poll_queues > 0 { MapType::Poll as u32 + 1 } else { 1 },
+            nr_maps: if cfg.poll_queues > 0 {
+                MapType::Poll as u32 + 1
+            } else {
+                1
+            },
         };
         let host = scsi::Host::alloc(template, &params)?;
         let shared = Arc::new(
-            Shared { dev: d.into(), cfg, queues, violations: AtomicU64::new(0) },
+            Shared {
+                dev: d.into(),
+                cfg,
+                queues,
+                violations: AtomicU64::new(0),
+            },
             GFP_KERNEL,
         )?;
         let dir = debugfs::Dir::new(&CString::try_from_fmt(fmt!("virtio_scsi_rs-{}", d.name()))?);
@@ -248,7 +279,9 @@ impl Shared {
     /// Completes what the device has finished on request queue `i`; from its
     /// interrupt, or from blk-mq polling (`polled`). Returns how many.
     fn complete(&self, i: usize, polled: bool) -> i32 {
-        let Some(q) = self.queues.get(i) else { return 0 };
+        let Some(q) = self.queues.get(i) else {
+            return 0;
+        };
         let mut n = 0;
         let mut vq = q.vq.lock();
         loop {
@@ -278,7 +311,9 @@ impl Shared {
         let capacity = (wire::CMD_RESP_SIZE as u32).saturating_add(transfer_len);
         let outcome = cmd::decode_cmd_resp(&resp, used_len, capacity, transfer_len);
         match outcome {
-            Outcome::Done { sense_len, resid, .. } => {
+            Outcome::Done {
+                sense_len, resid, ..
+            } => {
                 let sense = &resp[cmd::RESP_HEADER_SIZE..cmd::RESP_HEADER_SIZE + sense_len];
                 cmd.finish(outcome.scsi_result(), resid, sense);
             }
@@ -321,8 +356,19 @@ impl HostOps for Shared {
         cdb[..len].copy_from_slice(cmd.cdb());
         let prio = cmd::sam_priority(cmd.ioprio());
         let req = &mut cmd.priv_mut().req;
-        let hdr: &mut [u8; wire::CMD_REQ_SIZE] = (&mut req[..wire::CMD_REQ_SIZE]).try_into().map_err(|_| HostBusy)?;
-        if cmd::encode_cmd_req(hdr, lun, u64::from(tag), TaskAttr::Simple, prio, &cdb[..len]).is_err() {
+        let hdr: &mut [u8; wire::CMD_REQ_SIZE] = (&mut req[..wire::CMD_REQ_SIZE])
+            .try_into()
+            .map_err(|_| HostBusy)?;
+        if cmd::encode_cmd_req(
+            hdr,
+            lun,
+            u64::from(tag),
+            TaskAttr::Simple,
+            prio,
+            &cdb[..len],
+        )
+        .is_err()
+        {
             cmd.finish(u32::from(host_byte::DID_ERROR) << 16);
             return Ok(());
         }
@@ -372,7 +418,12 @@ impl HostOps for Shared {
         let default = c.req_queues - c.poll_queues;
         // Interrupt-driven queues follow the affinity of their vectors, which
         // come after the control and event queues' ones.
-        maps.set(MapType::Default, default, 0, Some((&self.dev, VQ_BASE as u32)));
+        maps.set(
+            MapType::Default,
+            default,
+            0,
+            Some((&self.dev, VQ_BASE as u32)),
+        );
         if maps.count() > MapType::Poll as u32 {
             maps.set(MapType::Read, 0, default, None);
             maps.set(MapType::Poll, c.poll_queues, default, None);
@@ -407,5 +458,7 @@ const _: () = {
     assert!(b::scsi_host_status_DID_ABORT as u8 == host_byte::DID_ABORT);
     assert!(b::scsi_host_status_DID_ERROR as u8 == host_byte::DID_ERROR);
     assert!(b::scsi_host_status_DID_RESET as u8 == host_byte::DID_RESET);
-    assert!(b::scsi_host_status_DID_TRANSPORT_DISRUPTED as u8 == host_byte::DID_TRANSPORT_DISRUPTED);
+    assert!(
+        b::scsi_host_status_DID_TRANSPORT_DISRUPTED as u8 == host_byte::DID_TRANSPORT_DISRUPTED
+    );
 };

@@ -18,7 +18,16 @@ pub fn encode_lun(target: u32, lun: u64) -> Option<[u8; 8]> {
     if target > 255 || lun > 0x7fff {
         return None;
     }
-    Some([1, target as u8, 0x40 | ((lun >> 8) as u8 & 0x3f), lun as u8, 0, 0, 0, 0])
+    Some([
+        1,
+        target as u8,
+        0x40 | ((lun >> 8) as u8 & 0x3f),
+        lun as u8,
+        0,
+        0,
+        0,
+        0,
+    ])
 }
 
 /// SAM task attribute (`VIRTIO_SCSI_S_SIMPLE` ...).
@@ -166,14 +175,26 @@ impl fmt::Display for Violation {
                 write!(f, "used length {used_len} leaves no room for a response")
             }
             Self::UsedLenTooLarge { used_len, capacity } => {
-                write!(f, "used length {used_len} exceeds the {capacity} bytes given")
+                write!(
+                    f,
+                    "used length {used_len} exceeds the {capacity} bytes given"
+                )
             }
             Self::UnknownResponse(code) => write!(f, "unknown response code {code}"),
             Self::SenseLenTooLarge(len) => {
-                write!(f, "sense_len {len} exceeds the {SENSE_SIZE}-byte sense buffer")
+                write!(
+                    f,
+                    "sense_len {len} exceeds the {SENSE_SIZE}-byte sense buffer"
+                )
             }
-            Self::ResidTooLarge { resid, transfer_len } => {
-                write!(f, "residual {resid} exceeds the transfer length {transfer_len}")
+            Self::ResidTooLarge {
+                resid,
+                transfer_len,
+            } => {
+                write!(
+                    f,
+                    "residual {resid} exceeds the transfer length {transfer_len}"
+                )
             }
         }
     }
@@ -228,7 +249,9 @@ impl Outcome {
         use host_byte::*;
         let (host, status) = match *self {
             Outcome::Invalid(_) => (DID_ERROR, 0),
-            Outcome::Done { response, status, .. } => match response {
+            Outcome::Done {
+                response, status, ..
+            } => match response {
                 Response::Ok => (DID_OK, status),
                 Response::Overrun | Response::Failure => (DID_ERROR, status),
                 Response::Aborted => (DID_ABORT, status),
@@ -273,7 +296,10 @@ pub fn decode_cmd_resp(
         return Outcome::Invalid(Violation::SenseLenTooLarge(sense_len));
     }
     if resid > transfer_len {
-        return Outcome::Invalid(Violation::ResidTooLarge { resid, transfer_len });
+        return Outcome::Invalid(Violation::ResidTooLarge {
+            resid,
+            transfer_len,
+        });
     }
     Outcome::Done {
         response,
@@ -294,9 +320,15 @@ mod tests {
         assert_eq!(encode_lun(3, 7), Some([1, 3, 0x40, 7, 0, 0, 0, 0]));
         assert_eq!(encode_lun(255, 255), Some([1, 255, 0x40, 255, 0, 0, 0, 0]));
         // Flat LUN 300 as REPORT LUNS hands it to the midlayer: 0x4000 | 300.
-        assert_eq!(encode_lun(0, 0x4000 | 300), Some([1, 0, 0x41, 44, 0, 0, 0, 0]));
+        assert_eq!(
+            encode_lun(0, 0x4000 | 300),
+            Some([1, 0, 0x41, 44, 0, 0, 0, 0])
+        );
         // The highest flat LUN.
-        assert_eq!(encode_lun(0, 0x4000 | 16383), Some([1, 0, 0x7f, 0xff, 0, 0, 0, 0]));
+        assert_eq!(
+            encode_lun(0, 0x4000 | 16383),
+            Some([1, 0, 0x7f, 0xff, 0, 0, 0, 0])
+        );
         // QEMU reads the LUN back as ((lun[2] << 8) | lun[3]) & 0x3fff.
         for lun in [0u64, 1, 255, 256, 1000, 16383] {
             let l = encode_lun(1, lun | if lun > 255 { 0x4000 } else { 0 }).unwrap();
@@ -315,13 +347,23 @@ mod tests {
     fn request_header_layout() {
         let mut buf = [0xaau8; CMD_REQ_SIZE];
         let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
-        encode_cmd_req(&mut buf, [1, 2, 0x40, 3, 0, 0, 0, 0], 0x0102_0304_0506_0708, TaskAttr::Simple, 5, &cdb)
-            .unwrap();
+        encode_cmd_req(
+            &mut buf,
+            [1, 2, 0x40, 3, 0, 0, 0, 0],
+            0x0102_0304_0506_0708,
+            TaskAttr::Simple,
+            5,
+            &cdb,
+        )
+        .unwrap();
         assert_eq!(&buf[0..8], &[1, 2, 0x40, 3, 0, 0, 0, 0]);
         assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(buf[16..19], [0, 5, 0]);
         assert_eq!(&buf[19..29], &cdb);
-        assert!(buf[29..].iter().all(|&b| b == 0), "the rest of the CDB is cleared");
+        assert!(
+            buf[29..].iter().all(|&b| b == 0),
+            "the rest of the CDB is cleared"
+        );
     }
 
     #[test]
@@ -344,7 +386,11 @@ mod tests {
         assert_eq!(sam_priority(ioprio::CLASS_BE << 13 | 7), 12);
         assert_eq!(sam_priority(ioprio::CLASS_IDLE << 13), 15);
         assert_eq!(sam_priority(3), 0, "class none");
-        assert_eq!(sam_priority(7 << 13), 0, "undefined classes get no priority");
+        assert_eq!(
+            sam_priority(7 << 13),
+            0,
+            "undefined classes get no priority"
+        );
     }
 
     fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; CMD_RESP_SIZE] {
@@ -362,12 +408,22 @@ mod tests {
     fn good_responses_decode() {
         assert_eq!(
             decode_cmd_resp(&resp(0, 0, 0, 0), CAP, CAP, 4096),
-            Outcome::Done { response: Response::Ok, status: 0, sense_len: 0, resid: 0 }
+            Outcome::Done {
+                response: Response::Ok,
+                status: 0,
+                sense_len: 0,
+                resid: 0
+            }
         );
         // CHECK CONDITION with 18 bytes of sense and a short transfer.
         assert_eq!(
             decode_cmd_resp(&resp(18, 512, 2, 0), 12, CAP, 4096),
-            Outcome::Done { response: Response::Ok, status: 2, sense_len: 18, resid: 512 }
+            Outcome::Done {
+                response: Response::Ok,
+                status: 2,
+                sense_len: 18,
+                resid: 512
+            }
         );
         let all = [
             (0, Response::Ok),
@@ -399,11 +455,17 @@ mod tests {
         );
         assert_eq!(
             decode_cmd_resp(&ok, CAP + 1, CAP, 0),
-            Outcome::Invalid(Violation::UsedLenTooLarge { used_len: CAP + 1, capacity: CAP })
+            Outcome::Invalid(Violation::UsedLenTooLarge {
+                used_len: CAP + 1,
+                capacity: CAP
+            })
         );
         assert_eq!(
             decode_cmd_resp(&ok, u32::MAX, CAP, 0),
-            Outcome::Invalid(Violation::UsedLenTooLarge { used_len: u32::MAX, capacity: CAP })
+            Outcome::Invalid(Violation::UsedLenTooLarge {
+                used_len: u32::MAX,
+                capacity: CAP
+            })
         );
         for code in [10u8, 11, 13, 0x7f, 0xff] {
             assert_eq!(
@@ -421,17 +483,32 @@ mod tests {
         );
         assert_eq!(
             decode_cmd_resp(&resp(0, 4097, 0, 0), CAP, CAP, 4096),
-            Outcome::Invalid(Violation::ResidTooLarge { resid: 4097, transfer_len: 4096 })
+            Outcome::Invalid(Violation::ResidTooLarge {
+                resid: 4097,
+                transfer_len: 4096
+            })
         );
         // Exactly the full sense buffer and a full residual are fine.
-        assert!(matches!(decode_cmd_resp(&resp(96, 4096, 2, 0), CAP, CAP, 4096), Outcome::Done { .. }));
+        assert!(matches!(
+            decode_cmd_resp(&resp(96, 4096, 2, 0), CAP, CAP, 4096),
+            Outcome::Done { .. }
+        ));
     }
 
     #[test]
     fn results_for_the_midlayer() {
-        let done = |response, status| Outcome::Done { response, status, sense_len: 0, resid: 0 };
+        let done = |response, status| Outcome::Done {
+            response,
+            status,
+            sense_len: 0,
+            resid: 0,
+        };
         assert_eq!(done(Response::Ok, 0).scsi_result(), 0);
-        assert_eq!(done(Response::Ok, 2).scsi_result(), 2, "CHECK CONDITION passes through");
+        assert_eq!(
+            done(Response::Ok, 2).scsi_result(),
+            2,
+            "CHECK CONDITION passes through"
+        );
         assert_eq!(done(Response::Overrun, 0).scsi_result(), 0x07_0000);
         assert_eq!(done(Response::Aborted, 0).scsi_result(), 0x05_0000);
         assert_eq!(done(Response::BadTarget, 0).scsi_result(), 0x04_0000);
@@ -448,7 +525,13 @@ mod tests {
 
     #[test]
     fn violations_read_as_one_line() {
-        let v = Violation::ResidTooLarge { resid: 9, transfer_len: 8 };
-        assert_eq!(std::format!("{v}"), "residual 9 exceeds the transfer length 8");
+        let v = Violation::ResidTooLarge {
+            resid: 9,
+            transfer_len: 8,
+        };
+        assert_eq!(
+            std::format!("{v}"),
+            "residual 9 exceeds the transfer length 8"
+        );
     }
 }

@@ -160,7 +160,11 @@ impl RawConfig {
 
         let mut at_most = |field, value: u32, limit: u32| {
             if value > limit {
-                report(Fixup::TooLarge { field, value, used: limit });
+                report(Fixup::TooLarge {
+                    field,
+                    value,
+                    used: limit,
+                });
                 limit
             } else {
                 value
@@ -170,7 +174,11 @@ impl RawConfig {
         let cmd_per_lun = at_most("cmd_per_lun", cmd_per_lun, CMD_PER_LUN_LIMIT);
         // Reported only: the driver addresses channel 0 whatever the device says.
         at_most("max_channel", self.max_channel.into(), 0);
-        let max_target = at_most("max_target", self.max_target.into(), MAX_TARGET_LIMIT.into());
+        let max_target = at_most(
+            "max_target",
+            self.max_target.into(),
+            MAX_TARGET_LIMIT.into(),
+        );
         let max_lun = at_most("max_lun", self.max_lun, MAX_LUN_LIMIT);
         let event_info_size = at_most("event_info_size", self.event_info_size, EVENT_INFO_MAX);
 
@@ -226,7 +234,10 @@ mod tests {
 
     fn run(raw: RawConfig, possible: u32, poll: u32) -> (Config, Vec<Fixup>) {
         let mut fixups = Vec::new();
-        let limits = Limits { possible_queues: possible, poll_queues: poll };
+        let limits = Limits {
+            possible_queues: possible,
+            poll_queues: poll,
+        };
         let cfg = raw.validate(limits, |f| fixups.push(f));
         (cfg, fixups)
     }
@@ -252,7 +263,11 @@ mod tests {
 
     #[test]
     fn zeroes_fall_back_and_are_reported() {
-        let raw = RawConfig { max_target: 0, max_lun: 0, ..RawConfig::default() };
+        let raw = RawConfig {
+            max_target: 0,
+            max_lun: 0,
+            ..RawConfig::default()
+        };
         let (cfg, fixups) = run(raw, 2, 0);
         assert_eq!(cfg.req_queues, 1);
         assert_eq!(cfg.seg_max, 1);
@@ -271,7 +286,13 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            ["num_queues", "seg_max", "max_sectors", "cmd_per_lun", "event_info_size"]
+            [
+                "num_queues",
+                "seg_max",
+                "max_sectors",
+                "cmd_per_lun",
+                "event_info_size"
+            ]
         );
     }
 
@@ -297,7 +318,11 @@ mod tests {
         // max_sectors has no upper limit of its own: the block layer caps it.
         assert_eq!(cfg.max_sectors, u32::MAX);
         assert_eq!(fixups.len(), 6);
-        assert!(fixups.contains(&Fixup::TooLarge { field: "max_channel", value: 65535, used: 0 }));
+        assert!(fixups.contains(&Fixup::TooLarge {
+            field: "max_channel",
+            value: 65535,
+            used: 0
+        }));
         assert!(fixups.contains(&Fixup::TooLarge {
             field: "max_target",
             value: 65535,
@@ -309,7 +334,10 @@ mod tests {
     fn poll_queues_leave_one_interrupt_queue() {
         assert_eq!(run(qemu(), 8, 2).0.poll_queues, 2);
         assert_eq!(run(qemu(), 8, 100).0.poll_queues, 3);
-        let one = RawConfig { num_queues: 1, ..qemu() };
+        let one = RawConfig {
+            num_queues: 1,
+            ..qemu()
+        };
         assert_eq!(run(one, 8, 1).0.poll_queues, 0);
         // No possible queues reported at all still leaves one request queue.
         assert_eq!(run(qemu(), 0, 0).0.req_queues, 1);
@@ -317,9 +345,19 @@ mod tests {
 
     #[test]
     fn fixups_read_as_one_line() {
-        let f = Fixup::TooLarge { field: "max_target", value: 300, used: 255 };
-        assert_eq!(std::format!("{f}"), "config max_target = 300 is too large, using 255");
-        let z = Fixup::Zero { field: "seg_max", used: 1 };
+        let f = Fixup::TooLarge {
+            field: "max_target",
+            value: 300,
+            used: 255,
+        };
+        assert_eq!(
+            std::format!("{f}"),
+            "config max_target = 300 is too large, using 255"
+        );
+        let z = Fixup::Zero {
+            field: "seg_max",
+            used: 1,
+        };
         assert_eq!(std::format!("{z}"), "config seg_max is 0, using 1");
     }
 

@@ -36,7 +36,12 @@ fn c_layout(caller: &str) -> HashMap<String, usize> {
     fs::create_dir_all(&dir).unwrap();
     let (src, bin) = (dir.join("probe.c"), dir.join("probe"));
     fs::write(&src, PROBE).unwrap();
-    let cc = Command::new("cc").arg("-o").arg(&bin).arg(&src).status().expect("no C compiler");
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("no C compiler");
     assert!(cc.success(), "the uapi probe did not compile");
     let out = Command::new(&bin).output().unwrap();
     fs::remove_dir_all(&dir).unwrap();
@@ -85,6 +90,10 @@ fn config_offsets_match_uapi() {
         ("max_target", offset::MAX_TARGET),
         ("max_lun", offset::MAX_LUN),
     ] {
-        assert_eq!(c[&std::format!("virtio_scsi_config.{field}")], ours, "{field}");
+        assert_eq!(
+            c[&std::format!("virtio_scsi_config.{field}")],
+            ours,
+            "{field}"
+        );
     }
 }

@@ -105,7 +105,7 @@ if ! make -C "$src" O="$bdir" "${make_args[@]}" -j"$(nproc)" >"$bdir/build.log" 
 	tail -n 40 "$bdir/build.log" >&2
 	die "kernel build failed; full log in $bdir/build.log"
 fi
-printf '%s\n' "${make_args[@]}" >"$bdir/.vsrs-make-args"
+printf '%s\n' "${make_args[@]}" CLIPPY_DRIVER="$KCLIPPY" >"$bdir/.vsrs-make-args"
 touch "$bdir/.vsrs-built"
 say "built in $(( $(date +%s) - start )) s"
 echo "$bdir"
