@@ -340,11 +340,21 @@ impl Command<'_> {
         let data_out = has_data && matches!(dir, DataDir::ToDevice | DataDir::Both);
         let data_in = has_data && matches!(dir, DataDir::FromDevice | DataDir::Both);
         // Device-readable lists first, then device-writable ones.
-        let mut sgs = [&raw mut req_sg, sgl, &raw mut resp_sg, sgl];
-        let (out, inn) = (1 + usize::from(data_out), 1 + usize::from(data_in));
-        if !data_out {
-            sgs[1] = &raw mut resp_sg;
+        let mut sgs = [core::ptr::null_mut(); 4];
+        let mut n = 0;
+        for (sg, wanted) in [
+            (&raw mut req_sg, true),
+            (sgl, data_out),
+            (&raw mut resp_sg, true),
+            (sgl, data_in),
+        ] {
+            if wanted {
+                sgs[n] = sg;
+                n += 1;
+            }
         }
+        let out = 1 + usize::from(data_out);
+        let inn = n - out;
         // SAFETY: The queue is live and `&mut` serialises ring operations; the
         // scatterlists describe memory that stays valid until the command
         // comes back through `next_done` (the data buffers belong to the

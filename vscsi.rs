@@ -308,8 +308,7 @@ impl Shared {
     fn finish(&self, q: &RequestQueue, cmd: DoneCommand, used_len: u32) {
         let resp = cmd.response();
         let transfer_len = cmd.transfer_len();
-        let capacity = (wire::CMD_RESP_SIZE as u32).saturating_add(transfer_len);
-        let outcome = cmd::decode_cmd_resp(&resp, used_len, capacity, transfer_len);
+        let outcome = cmd::decode_cmd_resp(&resp, used_len, transfer_len);
         match outcome {
             Outcome::Done {
                 sense_len, resid, ..
