@@ -20,9 +20,7 @@ done
 echo "== disks"
 lsscsi -s 2>/dev/null || true
 disks=$(lsscsi 2>/dev/null | awk '$2 == "disk" && $NF ~ /^\/dev\// {print $NF}')
-if [ -z "$disks" ]; then
-	echo "no disks: virtio_scsi_rs does not register a SCSI host yet (see issue 3)"
-fi
+[ -n "$disks" ] || { echo "no disks found"; exit 1; }
 for dev in $disks; do
 	if sg_vpd -p sn "$dev" 2>/dev/null | grep -q 'vsrs-null'; then
 		echo "== I/O on $dev (null-co backend): read 16 MiB"
@@ -35,5 +33,8 @@ for dev in $disks; do
 	dd if="$dev" of=/tmp/readback bs=1M count=4 iflag=direct status=none
 	cmp /tmp/pattern /tmp/readback && echo "$dev: data read back matches"
 done
+echo "== per-queue counters (debugfs)"
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+cat /sys/kernel/debug/virtio_scsi_rs-*/stats
 echo "== rmmod"
 rmmod virtio_scsi_rs && echo "unloaded"

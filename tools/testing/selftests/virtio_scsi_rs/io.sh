@@ -38,7 +38,7 @@ check "sg_inq $firstdev: QEMU HARDDISK" bash -c "sg_inq '$firstdev' | grep -q 'P
 t0luns=$(printf '%s\n' "${topo[@]}" | grep -c '^0:')
 expect_eq "sg_luns $firstdev: $t0luns LUNs on target 0" \
 	"$(sg_luns "$firstdev" | grep -cE '^ +[0-9a-f]{16}')" "$t0luns"
-fdisk=$(disks_with_serial vsrs-f0)
+fdisk=$(disks_with_serial vsrs-f0 "$h")
 if [ -n "${VSRS_DISK_SIZE:-}" ]; then
 	blocks=$((VSRS_DISK_SIZE / 512))
 	check "sg_readcap $fdisk: $blocks blocks of 512 bytes" bash -c \
@@ -50,7 +50,7 @@ if [ -n "${VSRS_LUNS2:-}" ]; then
 		"$(vsrs_devices 0 | grep -c "^$h2:0:0:")" "$VSRS_LUNS2"
 fi
 
-mapfile -t fdisks < <(disks_with_serial vsrs-f)
+mapfile -t fdisks < <(disks_with_serial vsrs-f "$h")
 jobs=$(nproc)
 check "fio randwrite crc32c verify on ${#fdisks[@]} disks, $jobs jobs each" \
 	fio_verify "$jobs" "${VSRS_FIO_SIZE:-8M}" "${fdisks[@]}"

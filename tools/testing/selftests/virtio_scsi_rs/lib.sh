@@ -82,24 +82,30 @@ scsi_virtio_devs() {
 	return 0
 }
 
-# Host numbers of the SCSI hosts virtio_scsi_rs drives.
+# Host numbers of the SCSI hosts virtio_scsi_rs drives. (Bash builtins only
+# in these helpers: a guest may have hundreds of devices, and every process
+# spawned under TCG costs.)
 vsrs_hosts() {
-	local h
+	local h p
 	for h in /sys/class/scsi_host/host*; do
-		[ "$(cat "$h/proc_name")" = "$MOD" ] && basename "$h" | sed 's/host//'
+		read -r p <"$h/proc_name" && [ "$p" = "$MOD" ] && echo "${h##*host}"
 	done
 }
+
 # SCSI devices of those hosts (of SCSI type TYPE: 0 disk, 5 CD), as
-# "H:C:T:L /dev/NAME" lines sorted by target and LUN.
+# "H:C:T:L /dev/NAME" lines sorted by host, target and LUN.
 vsrs_devices() { # [TYPE]
-	local h d
+	local h d t b
 	for h in $(vsrs_hosts); do
 		for d in /sys/bus/scsi/devices/"$h":*; do
 			[ -e "$d/type" ] || continue
-			[ -z "${1:-}" ] || [ "$(cat "$d/type")" = "$1" ] || continue
-			echo "$(basename "$d") /dev/$(ls "$d/block" 2>/dev/null)"
+			read -r t <"$d/type"
+			[ -z "${1:-}" ] || [ "$t" = "$1" ] || continue
+			b=("$d"/block/*)
+			[ -e "${b[0]}" ] && b=${b[0]##*/} || b=
+			echo "${d##*/} /dev/$b"
 		done
-	done | sort -t: -k3,3n -k4,4n
+	done | sort -t: -k1,1n -k3,3n -k4,4n
 }
 
 # Waits until the block devices of virtio_scsi_rs's disks exist (sd binds
@@ -113,13 +119,15 @@ wait_disks() { # N
 	echo "only $(vsrs_devices 0 | wc -l) of $1 disks appeared"; vsrs_devices; return 1
 }
 
-# The serial number QEMU was given for a disk.
-serial_of() { sg_vpd -p sn "$1" 2>/dev/null | sed -n 's/.*Unit serial number: *//p'; }
+# The serial number QEMU was given for a disk (VPD page 0x80 after its
+# 4-byte header, as sd cached it in sysfs).
+serial_of() { tail -c +5 "/sys/block/${1##*/}/device/vpd_pg80" 2>/dev/null | tr -d '\0 '; }
 
-# Disks whose serial starts with PREFIX.
-disks_with_serial() { # PREFIX
+# Disks whose serial starts with PREFIX (on host HOST only, if given).
+disks_with_serial() { # PREFIX [HOST]
 	local addr dev
 	vsrs_devices 0 | while read -r addr dev; do
+		[ -z "${2:-}" ] || [ "${addr%%:*}" = "$2" ] || continue
 		case $(serial_of "$dev") in "$1"*) echo "$dev" ;; esac
 	done
 }

@@ -73,7 +73,7 @@ guest "four queues, one polled" \
 	probe.sh
 
 # Discovery and data: 2 targets x 4 file-backed LUNs and a CD on one host,
-# 256 LUNs (0-127 and, flat-addressed, 256-383) on a second.
+# a null-co disk on a second (so there are two hosts to tell apart).
 topo=() opts="-device virtio-scsi-pci,id=vs0,num_queues=2"
 i=0
 for t in 0 1; do
@@ -82,12 +82,10 @@ for t in 0 1; do
 	done
 done
 opts+=" -device scsi-cd,bus=vs0.0,scsi-id=2,lun=0 -device virtio-scsi-pci,id=vs1,num_queues=1"
-for l in $(seq 0 127) $(seq 256 383); do
-	opts+=" $(hd_null m$l vs1.0 0 "$l")"
-done
+opts+=" $(hd_null m0 vs1.0 0 0)"
 guest "discovery and data" \
 	"--no-default-disks --cpus 2 --rwdir $img_dir --qemu '$opts'" \
-	"VSRS_TOPOLOGY=$(IFS=,; echo "${topo[*]}") VSRS_CDROM=2:0 VSRS_DISK_SIZE=33554432 VSRS_LUNS2=256 VSRS_PATTERN=$img_dir/pattern" \
+	"VSRS_TOPOLOGY=$(IFS=,; echo "${topo[*]}") VSRS_CDROM=2:0 VSRS_DISK_SIZE=33554432 VSRS_LUNS2=1 VSRS_PATTERN=$img_dir/pattern" \
 	io.sh
 if [ -f "$img_dir/pattern" ]; then
 	case "discovery and data" in *"$filter"*)
@@ -98,6 +96,14 @@ if [ -f "$img_dir/pattern" ]; then
 		fi ;;
 	esac
 fi
+
+# 256 LUNs on one target: 0-127 and, flat-addressed, 256-383.
+opts="-device virtio-scsi-pci,id=vs0,num_queues=1" luns=()
+for l in $(seq 0 127) $(seq 256 383); do
+	opts+=" $(hd_null m$l vs0.0 0 "$l")"
+	luns+=($((l < 256 ? l : 0x4000 + l)))
+done
+guest "256 LUNs" "--no-default-disks --qemu '$opts'" "VSRS_LUNS=$(IFS=,; echo "${luns[*]}")" luns.sh
 
 # The data test on other queue shapes; virtqueue_size=16 drives the
 # queue-full path.
