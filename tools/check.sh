@@ -60,9 +60,11 @@ else
 fi
 
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
-out=$(VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh 2>&1 | tee /dev/stderr)
-p=$(echo "$out" | grep -c '^ok ')
-f=$(echo "$out" | grep -c '^not ok ')
+tap=$(mktemp)
+VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh 2>&1 | tee "$tap"
+p=$(grep -c '^ok ' "$tap")
+f=$(grep -c '^not ok ' "$tap")
+rm -f "$tap"
 [ "$p" -gt 0 ] || f=$((f + 1))
 tally "$p" "$f"
 
