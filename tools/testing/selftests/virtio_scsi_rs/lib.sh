@@ -70,7 +70,17 @@ kmemleak_clean() {
 }
 
 load() { insmod "$KO" "$@"; }
-unload() { rmmod "$MOD"; }
+# rmmod, after udev has let go of the disks (it probes a disk again after a
+# writer closes it, holding it open, and the module with it, for a moment).
+unload() {
+	local i
+	for i in $(seq 1 20); do
+		udevadm settle 2>/dev/null
+		rmmod "$MOD" 2>/dev/null && return 0
+		sleep 0.5
+	done
+	rmmod "$MOD"
+}
 loaded() { grep -q "^$MOD " /proc/modules; }
 
 # The virtio devices that are virtio-scsi (device id 8).

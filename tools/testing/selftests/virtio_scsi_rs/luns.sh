@@ -4,16 +4,24 @@
 # midlayer numbers 0x4000 + LUN).
 #
 # Environment:
-#   VSRS_LUNS   the LUNs QEMU was given, as the midlayer numbers them,
-#               comma-separated in ascending order
+#   VSRS_LUNS   the LUNs QEMU was given, as ranges: "0-127,256-383" (kept
+#               short: the command reaches the guest on the kernel command line)
 cd "$(dirname "$0")" && . ./lib.sh
 
 begin luns
-IFS=, read -ra luns <<<"${VSRS_LUNS:?}"
+luns=()
+IFS=, read -ra ranges <<<"${VSRS_LUNS:?}"
+for r in "${ranges[@]}"; do
+	for l in $(seq "${r%-*}" "${r#*-}"); do
+		# The midlayer numbers flat-addressed LUNs (>= 256) 0x4000 + LUN.
+		luns+=($((l < 256 ? l : 0x4000 + l)))
+	done
+done
+want=$(IFS=,; echo "${luns[*]}")
 check "insmod" load
 check "all ${#luns[@]} LUNs appear as disks" wait_disks "${#luns[@]}"
 expect_eq "the LUN numbers are exactly the configured ones" \
-	"$(vsrs_devices 0 | awk -F'[: ]' '{print $4}' | sort -n | paste -sd,)" "$VSRS_LUNS"
+	"$(vsrs_devices 0 | awk -F'[: ]' '{print $4}' | sort -n | paste -sd,)" "$want"
 last=/dev/$(vsrs_devices 0 | sort -t: -k4,4n | tail -n1 | sed 's|.*/dev/||')
 check "the highest LUN ($last) reads" dd if="$last" of=/dev/null bs=4k count=16 iflag=direct status=none
 check "rmmod" unload
