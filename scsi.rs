@@ -355,11 +355,11 @@ impl Command<'_> {
         }
         let out = 1 + usize::from(data_out);
         let inn = n - out;
+        // The lists describe memory valid until the command comes back through
+        // `next_done`: the data buffers are the request's, header and response
+        // its private area's.
         // SAFETY: The queue is live and `&mut` serialises ring operations; the
-        // scatterlists describe memory that stays valid until the command
-        // comes back through `next_done` (the data buffers belong to the
-        // request, the header and response to its private area). The token is
-        // the command, which `next_done` turns back into one.
+        // buffers outlive the submission (above); the token is the command.
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 vq.0.as_raw(),
