@@ -62,6 +62,8 @@ struct RequestQueue {
 pub(crate) struct Shared {
     dev: ARef<device::Device>,
     cfg: Config,
+    /// Entries of the smallest request virtqueue: the host's queue depth.
+    ring: u32,
     queues: KVec<RequestQueue>,
     /// Device protocol violations seen, for rate-limiting their log lines.
     violations: AtomicU64,
@@ -209,6 +211,7 @@ impl virtio::Driver for VirtioScsi {
             Shared {
                 dev: d.into(),
                 cfg,
+                ring,
                 queues,
                 violations: AtomicU64::new(0),
             },
@@ -262,7 +265,7 @@ impl VirtioScsi {
             c.req_queues,
             c.req_queues - c.poll_queues,
             c.poll_queues,
-            self.shared.queues.first().map_or(0, |q| q.vq.lock().vq().size()),
+            self.shared.ring,
             c.max_target,
             c.max_lun,
             c.seg_max,
@@ -430,8 +433,7 @@ impl HostOps for Shared {
     }
 
     fn max_queue_depth(&self) -> i32 {
-        let ring = self.queues.first().map_or(1, |q| q.vq.lock().vq().size());
-        self.cfg.cmd_per_lun.min(ring) as i32
+        self.cfg.cmd_per_lun.min(self.ring) as i32
     }
 }
 
