@@ -35,9 +35,9 @@ guest() {
 		return 0
 	fi
 	echo "# $name: $test"
-	out=$(mktemp)
+	out=$(mktemp) klog=$(mktemp)
 	# shellcheck disable=SC2086 # option strings are split on purpose
-	eval "timeout $guest_timeout $run_guest $opts -- env $env $here/$test" >"$out" 2>&1
+	eval "timeout $guest_timeout $run_guest --klog $klog $opts -- env $env $here/$test" >"$out" 2>&1
 	status=$?
 	local results=0
 	while IFS= read -r line; do
@@ -50,8 +50,10 @@ guest() {
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
 		grep -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
+		echo "# the guest's kernel console, last lines:"
+		tail -n 60 "$klog" | sed 's/^/# console: /'
 	fi
-	rm -f "$out"
+	rm -f "$out" "$klog"
 }
 
 img_dir=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
