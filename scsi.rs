@@ -10,11 +10,17 @@ use crate::{
     protocol::wire::{CMD_REQ_PI_SIZE, CMD_RESP_SIZE},
     virtio::Virtqueue,
 };
-use core::{ffi::c_void, marker::PhantomData, mem::size_of, ptr::NonNull};
+use core::{
+    ffi::c_void,
+    marker::PhantomData,
+    mem::size_of,
+    ptr::NonNull,
+    sync::atomic::{AtomicU8, Ordering},
+};
 use kernel::{
     device,
     error::to_result,
-    ffi::{c_int, c_uint},
+    ffi::{c_char, c_int, c_uint},
     prelude::*,
     sync::Arc,
     types::ForeignOwnable,
@@ -30,6 +36,10 @@ pub(crate) struct CmdPriv {
     pub(crate) req: [u8; CMD_REQ_PI_SIZE],
     /// `struct virtio_scsi_cmd_resp`, written by the device.
     resp: [u8; CMD_RESP_SIZE],
+    /// 1 while the command is on a request virtqueue (set by `submit`,
+    /// cleared by `next_done`): error handling reports success for a command
+    /// only once the device has given it back.
+    in_flight: AtomicU8,
 }
 
 /// The queue was full: the midlayer requeues the command later.
@@ -47,6 +57,35 @@ pub(crate) trait HostOps: Send + Sync + 'static {
     fn map_queues(&self, maps: &mut QueueMaps<'_>);
     /// Upper bound for a device's queue depth (`change_queue_depth`).
     fn max_queue_depth(&self) -> i32;
+    /// A command timed out: `true` to give it more time (the timer restarts),
+    /// `false` to let the midlayer's error handling abort it.
+    fn eh_timed_out(&self, cmd: &EhCommand<'_>) -> bool;
+    /// Abort `cmd` (`eh_abort_handler`).
+    fn eh_abort(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    /// Reset the LUN of `cmd` (`eh_device_reset_handler`).
+    fn eh_device_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    /// Reset the target of `cmd` (`eh_target_reset_handler`).
+    fn eh_target_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    /// A LUN was found and is about to be attached (`sdev_configure`).
+    fn sdev_configure(&self, sdev: &mut ScsiDevice<'_>);
+}
+
+/// What an error handler reports to the midlayer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EhOutcome {
+    /// The step worked (`SUCCESS`): the commands it covers are done.
+    Success,
+    /// It did not (`FAILED`): the midlayer escalates.
+    Failed,
+}
+
+impl EhOutcome {
+    fn to_c(self) -> c_int {
+        match self {
+            Self::Success => bindings::scsi_disposition_SUCCESS as c_int,
+            Self::Failed => bindings::scsi_disposition_FAILED as c_int,
+        }
+    }
 }
 
 /// A `struct scsi_host_template`, immutable once made.
@@ -76,6 +115,11 @@ impl Template {
         t.mq_poll = Some(mq_poll::<T>);
         t.map_queues = Some(map_queues::<T>);
         t.change_queue_depth = Some(change_queue_depth::<T>);
+        t.eh_timed_out = Some(eh_timed_out::<T>);
+        t.sdev_configure = Some(sdev_configure::<T>);
+        t.eh_abort_handler = Some(eh_abort::<T>);
+        t.eh_device_reset_handler = Some(eh_device_reset::<T>);
+        t.eh_target_reset_handler = Some(eh_target_reset::<T>);
         t.dma_boundary = u32::MAX as usize;
         t.set_track_queue_depth(1);
         Self(t)
@@ -191,6 +235,15 @@ impl<T: HostOps> Host<T> {
         // SAFETY: After `scsi_remove_host` the midlayer makes no more calls
         // that borrow the private area; the pointer came from `add`.
         drop(unsafe { Arc::<T>::from_foreign(*self.priv_slot()) });
+    }
+
+    /// A counted reference to the host, for work that runs outside the
+    /// driver's callbacks (event handling).
+    pub(crate) fn handle(&self) -> HostHandle {
+        // SAFETY: The host is live (type invariant); the reference taken is
+        // put when the handle drops.
+        unsafe { bindings::scsi_host_get(self.shost.as_ptr()) };
+        HostHandle(self.shost)
     }
 
     fn priv_slot(&self) -> *mut *mut c_void {
@@ -355,6 +408,7 @@ impl Command<'_> {
         }
         let out = 1 + usize::from(data_out);
         let inn = n - out;
+        p.in_flight.store(1, Ordering::Relaxed);
         // The lists describe memory valid until the command comes back through
         // `next_done`: the data buffers are the request's, header and response
         // its private area's.
@@ -370,7 +424,10 @@ impl Command<'_> {
                 bindings::GFP_ATOMIC,
             )
         };
-        to_result(ret).map_err(|e| (self, e))
+        to_result(ret).map_err(|e| {
+            p.in_flight.store(0, Ordering::Relaxed);
+            (self, e)
+        })
     }
 }
 
@@ -409,7 +466,12 @@ impl ReqQueue {
         // Every token on this queue is a command submitted by `submit`, and the
         // virtio core returns each at most once; the midlayer keeps it live
         // until `DoneCommand::finish` calls `scsi_done`.
-        Some((DoneCommand(token.cast()), len))
+        let done = DoneCommand(token.cast());
+        // SAFETY: As above: the command is live, its private area ours again.
+        unsafe { &*bindings::vsrs_scsi_cmd_priv(done.0.as_ptr()).cast::<CmdPriv>() }
+            .in_flight
+            .store(0, Ordering::Release);
+        Some((done, len))
     }
 }
 
@@ -572,4 +634,250 @@ unsafe extern "C" fn change_queue_depth<T: HostOps>(
     let max = unsafe { ops::<T>((*sdev).host) }.max_queue_depth();
     // SAFETY: `sdev` is live.
     unsafe { bindings::scsi_change_queue_depth(sdev, depth.clamp(1, max)) }
+}
+
+/// A command the midlayer's error handling asks about: read-only, since the
+/// midlayer owns it now.
+///
+/// # Invariants
+///
+/// `sc` is a live command of a host from a `Template`, with a live device.
+pub(crate) struct EhCommand<'a> {
+    sc: NonNull<bindings::scsi_cmnd>,
+    _life: PhantomData<&'a bindings::scsi_cmnd>,
+}
+
+impl EhCommand<'_> {
+    /// Target id.
+    pub(crate) fn target(&self) -> u32 {
+        // SAFETY: The command and its device are live (type invariant).
+        unsafe { (*(*self.sc.as_ptr()).device).id }
+    }
+
+    /// The midlayer's LUN number.
+    pub(crate) fn lun(&self) -> u64 {
+        // SAFETY: As in `target`.
+        unsafe { (*(*self.sc.as_ptr()).device).lun }
+    }
+
+    /// The tag the command was sent with (see [`Command::unique_tag`]).
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: The command is live; its request precedes it in memory.
+        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.sc.as_ptr())) }
+    }
+
+    /// Whether the device still holds the command.
+    pub(crate) fn in_flight(&self) -> bool {
+        // SAFETY: The private area of a live command; `in_flight` is atomic.
+        unsafe { &*bindings::vsrs_scsi_cmd_priv(self.sc.as_ptr()).cast::<CmdPriv>() }
+            .in_flight
+            .load(Ordering::Acquire)
+            != 0
+    }
+}
+
+macro_rules! eh_entry {
+    ($name:ident, $method:ident) => {
+        /// # Safety
+        ///
+        /// Called by the midlayer's error handling with a live command of a
+        /// host added by [`Host::add`].
+        unsafe extern "C" fn $name<T: HostOps>(sc: *mut bindings::scsi_cmnd) -> c_int {
+            let cmd = EhCommand {
+                // SAFETY: The midlayer passes a valid command.
+                sc: unsafe { NonNull::new_unchecked(sc) },
+                _life: PhantomData,
+            };
+            // SAFETY: The command's device and host are live, the host added.
+            unsafe { ops::<T>((*(*sc).device).host) }.$method(&cmd).to_c()
+        }
+    };
+}
+eh_entry!(eh_abort, eh_abort);
+eh_entry!(eh_device_reset, eh_device_reset);
+eh_entry!(eh_target_reset, eh_target_reset);
+
+/// # Safety
+///
+/// Called by the midlayer with a live command of a host added by [`Host::add`].
+unsafe extern "C" fn eh_timed_out<T: HostOps>(
+    sc: *mut bindings::scsi_cmnd,
+) -> bindings::scsi_timeout_action {
+    let cmd = EhCommand {
+        // SAFETY: The midlayer passes a valid command.
+        sc: unsafe { NonNull::new_unchecked(sc) },
+        _life: PhantomData,
+    };
+    // SAFETY: The command's device and host are live, the host added.
+    if unsafe { ops::<T>((*(*sc).device).host) }.eh_timed_out(&cmd) {
+        bindings::scsi_timeout_action_SCSI_EH_RESET_TIMER
+    } else {
+        bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED
+    }
+}
+
+/// A LUN being configured, before it is attached to its upper driver.
+///
+/// # Invariants
+///
+/// `0` is a live device of a host added by [`Host::add`], in `sdev_configure`.
+pub(crate) struct ScsiDevice<'a>(NonNull<bindings::scsi_device>, PhantomData<&'a mut ()>);
+
+impl ScsiDevice<'_> {
+    /// Target id.
+    pub(crate) fn target(&self) -> u32 {
+        // SAFETY: The device is live (type invariant).
+        unsafe { (*self.0.as_ptr()).id }
+    }
+
+    /// The midlayer's LUN number.
+    pub(crate) fn lun(&self) -> u64 {
+        // SAFETY: The device is live (type invariant).
+        unsafe { (*self.0.as_ptr()).lun }
+    }
+
+    /// Whether it is a CD/DVD device (peripheral type 5).
+    pub(crate) fn is_cdrom(&self) -> bool {
+        // SAFETY: The device is live; `type_` was set from INQUIRY.
+        unsafe { (*self.0.as_ptr()).type_ == bindings::TYPE_ROM as c_char }
+    }
+
+    /// Declares that the driver reports media changes (`SDEV_EVT_MEDIA_CHANGE`
+    /// events reach user space as uevents).
+    pub(crate) fn set_reports_media_change(&mut self) {
+        let bit = bindings::scsi_device_event_SDEV_EVT_MEDIA_CHANGE as usize;
+        // SAFETY: The device is live and not attached yet, so nothing else
+        // touches its event mask; the bit lies in the first word.
+        unsafe { (*self.0.as_ptr()).supported_events[0] |= 1 << bit };
+    }
+}
+
+/// # Safety
+///
+/// Called by the midlayer with a live device of a host added by [`Host::add`].
+unsafe extern "C" fn sdev_configure<T: HostOps>(
+    sdev: *mut bindings::scsi_device,
+    _lim: *mut bindings::queue_limits,
+) -> c_int {
+    // SAFETY: The midlayer passes a valid device.
+    let mut dev = ScsiDevice(unsafe { NonNull::new_unchecked(sdev) }, PhantomData);
+    // SAFETY: The device's host is live and added.
+    unsafe { ops::<T>((*sdev).host) }.sdev_configure(&mut dev);
+    0
+}
+
+/// A counted reference to a `Scsi_Host`, for scanning and removing its
+/// devices from process context. The midlayer refuses scans of a host being
+/// removed, so these are harmless after `Host::remove`.
+///
+/// # Invariants
+///
+/// `0` is a host with a reference held by this value.
+pub(crate) struct HostHandle(NonNull<bindings::Scsi_Host>);
+
+// SAFETY: The midlayer's scan and device API may be used from any task.
+unsafe impl Send for HostHandle {}
+// SAFETY: As above; every method takes the midlayer's own locks.
+unsafe impl Sync for HostHandle {}
+
+impl Drop for HostHandle {
+    fn drop(&mut self) {
+        // SAFETY: The reference is ours (type invariant).
+        unsafe { bindings::scsi_host_put(self.0.as_ptr()) };
+    }
+}
+
+impl HostHandle {
+    /// Runs `f` on the device `target`:`lun`, if the midlayer has it.
+    fn with_device(&self, target: u32, lun: u64, f: impl FnOnce(*mut bindings::scsi_device)) -> bool {
+        // SAFETY: The host is live (type invariant); a found device comes with
+        // a reference, put below.
+        let sdev = unsafe { bindings::scsi_device_lookup(self.0.as_ptr(), 0, target, lun) };
+        if sdev.is_null() {
+            return false;
+        }
+        f(sdev);
+        // SAFETY: The reference from the lookup.
+        unsafe { bindings::scsi_device_put(sdev) };
+        true
+    }
+
+    /// Adds the LUN (a REPORT LUNS-less probe of just that LUN).
+    pub(crate) fn add_lun(&self, target: u32, lun: u64) -> Result {
+        // SAFETY: The host is live (type invariant).
+        to_result(unsafe { bindings::scsi_add_device(self.0.as_ptr(), 0, target, lun) })
+    }
+
+    /// Removes the LUN; `false` if the midlayer did not have it.
+    pub(crate) fn remove_lun(&self, target: u32, lun: u64) -> bool {
+        self.with_device(target, lun, |sdev| {
+            // SAFETY: `sdev` is live and referenced (see `with_device`).
+            unsafe { bindings::scsi_remove_device(sdev) }
+        })
+    }
+
+    /// Revalidates the LUN (capacity, VPD pages); `false` if unknown.
+    pub(crate) fn rescan_lun(&self, target: u32, lun: u64) -> bool {
+        self.with_device(target, lun, |sdev| {
+            // SAFETY: As in `remove_lun`. A device that is not running is
+            // skipped by the midlayer (it answers -EWOULDBLOCK).
+            unsafe { bindings::scsi_rescan_device(sdev) };
+        })
+    }
+
+    /// Tells the block layer the medium of the LUN changed (a media change
+    /// uevent); `false` if unknown.
+    pub(crate) fn media_changed(&self, target: u32, lun: u64) -> bool {
+        self.with_device(target, lun, |sdev| {
+            // SAFETY: As in `remove_lun`.
+            unsafe {
+                bindings::sdev_evt_send_simple(
+                    sdev,
+                    bindings::scsi_device_event_SDEV_EVT_MEDIA_CHANGE,
+                    bindings::GFP_KERNEL,
+                )
+            }
+        })
+    }
+
+    /// Scans every LUN of `target` (REPORT LUNS), adding new ones and
+    /// revalidating the known ones.
+    pub(crate) fn scan_target(&self, target: u32) {
+        // SAFETY: The host is live (type invariant); its generic device is
+        // the parent of its targets.
+        unsafe {
+            bindings::scsi_scan_target(
+                &raw mut (*self.0.as_ptr()).shost_gendev,
+                0,
+                target,
+                u64::MAX,
+                bindings::scsi_scan_mode_SCSI_SCAN_RESCAN,
+            )
+        }
+    }
+
+    /// Scans the whole host.
+    pub(crate) fn scan_all(&self) {
+        // SAFETY: The host is live (type invariant).
+        unsafe { bindings::scsi_scan_host(self.0.as_ptr()) }
+    }
+
+    /// Revalidates every known LUN of `target`, or of every target.
+    pub(crate) fn rescan_known(&self, target: Option<u32>) {
+        let mut sdev = core::ptr::null_mut();
+        loop {
+            // SAFETY: The host is live; the iterator takes a reference on the
+            // device it returns and puts the one it is given.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
+            if sdev.is_null() {
+                break;
+            }
+            // SAFETY: `sdev` is live and referenced until the next iteration.
+            unsafe {
+                if target.is_none_or(|t| (*sdev).id == t) {
+                    bindings::scsi_rescan_device(sdev);
+                }
+            }
+        }
+    }
 }

@@ -422,3 +422,168 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     // `priv` and drops the state.
     T::vq_done(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, index as usize);
 }
+
+/// A virtqueue whose buffers the driver owns (control and event queues):
+/// `slots` fixed slots, each `out_len` device-readable bytes followed by
+/// `in_len` device-writable ones. Requests are copied in and answers copied
+/// out, so no caller ever holds a reference into memory the device writes.
+///
+/// # Invariants
+///
+/// `mem` is a live allocation of `slots * (out_len + in_len)` bytes (the
+/// leaked buffer of a `KVec<u8>` of capacity `cap`); `busy` bit `i` is set
+/// exactly while slot `i` is on the ring, with token `i + 1`. The memory
+/// outlives the device's use of it: the queue is dropped only after the
+/// device was reset (see [`Driver`]).
+pub(crate) struct SlotQueue {
+    vq: Virtqueue,
+    mem: NonNull<u8>,
+    cap: usize,
+    slots: usize,
+    out_len: usize,
+    in_len: usize,
+    busy: u64,
+}
+
+// SAFETY: The buffer is plain memory owned by this value; the virtqueue is
+// `Send`.
+unsafe impl Send for SlotQueue {}
+
+impl SlotQueue {
+    /// The most slots a queue has (one bit each in `busy`).
+    pub(crate) const MAX_SLOTS: usize = 64;
+
+    /// Makes `vq` a queue of `slots` (at most [`Self::MAX_SLOTS`]) slots.
+    pub(crate) fn new(vq: Virtqueue, slots: usize, out_len: usize, in_len: usize) -> Result<Self> {
+        if slots == 0 || slots > Self::MAX_SLOTS || out_len + in_len == 0 {
+            return Err(EINVAL);
+        }
+        let size = slots.checked_mul(out_len + in_len).ok_or(EINVAL)?;
+        let mut buf = KVec::<u8>::with_capacity(size, GFP_KERNEL)?;
+        buf.resize(size, 0, GFP_KERNEL)?;
+        let (ptr, _len, cap) = buf.into_raw_parts();
+        Ok(Self {
+            vq,
+            // `KVec` pointers are never null.
+            mem: NonNull::new(ptr).ok_or(ENOMEM)?,
+            cap,
+            slots,
+            out_len,
+            in_len,
+            busy: 0,
+        })
+    }
+
+    /// The virtqueue, for ring operations that do not add or take buffers.
+    pub(crate) fn vq(&mut self) -> &mut Virtqueue {
+        &mut self.vq
+    }
+
+    /// Whether slot `i` is with the device.
+    pub(crate) fn is_busy(&self, i: usize) -> bool {
+        i < self.slots && self.busy & (1 << i) != 0
+    }
+
+    /// A slot that is not with the device.
+    pub(crate) fn free_slot(&self) -> Option<usize> {
+        (0..self.slots).find(|&i| !self.is_busy(i))
+    }
+
+    fn slot_ptr(&self, i: usize) -> *mut u8 {
+        // In bounds: `i < slots` (checked by callers), see the invariants.
+        self.mem.as_ptr().wrapping_add(i * (self.out_len + self.in_len))
+    }
+
+    /// Gives slot `i` to the device: `req` (at most `out_len` bytes, the rest
+    /// zero) to read, `in_len` zeroed bytes to write; then notifies it.
+    /// `EBUSY` if the slot is with the device, `ENOSPC`/`EIO` from the ring.
+    pub(crate) fn submit(&mut self, i: usize, req: &[u8]) -> Result {
+        if i >= self.slots || req.len() > self.out_len {
+            return Err(EINVAL);
+        }
+        if self.is_busy(i) {
+            return Err(EBUSY);
+        }
+        let p = self.slot_ptr(i);
+        let mut sg_out: bindings::scatterlist = pin_init::zeroed();
+        let mut sg_in: bindings::scatterlist = pin_init::zeroed();
+        // SAFETY: The slot is not with the device (not busy), so this value
+        // alone accesses its `out_len + in_len` bytes, which lie inside `mem`.
+        unsafe {
+            core::ptr::write_bytes(p, 0, self.out_len + self.in_len);
+            core::ptr::copy_nonoverlapping(req.as_ptr(), p, req.len());
+        }
+        let mut sgs = [core::ptr::null_mut(); 2];
+        let mut n = 0;
+        let (outs, ins) = (usize::from(self.out_len > 0), usize::from(self.in_len > 0));
+        // SAFETY: Both regions lie in `mem`, which outlives the device's use
+        // (type invariant); the scatterlists are only read during `add_sgs`.
+        unsafe {
+            if outs > 0 {
+                bindings::sg_init_one(&mut sg_out, p.cast(), self.out_len as u32);
+                sgs[n] = &raw mut sg_out;
+                n += 1;
+            }
+            if ins > 0 {
+                bindings::sg_init_one(&mut sg_in, p.add(self.out_len).cast(), self.in_len as u32);
+                sgs[n] = &raw mut sg_in;
+            }
+        }
+        // SAFETY: The queue is live and `&mut self` serialises ring operations;
+        // the token `i + 1` is never null.
+        to_result(unsafe {
+            bindings::virtqueue_add_sgs(
+                self.vq.as_raw(),
+                sgs.as_mut_ptr(),
+                outs as u32,
+                ins as u32,
+                (i + 1) as *mut c_void,
+                bindings::GFP_ATOMIC,
+            )
+        })?;
+        self.busy |= 1 << i;
+        if let Some(kick) = self.vq.kick_prepare() {
+            kick.notify();
+        }
+        Ok(())
+    }
+
+    /// Takes the next slot the device is done with: its index and the length
+    /// it claims to have written; copies what it wrote (at most `in_len` and
+    /// `answer.len()` bytes, the rest of `answer` zero) into `answer`.
+    pub(crate) fn take(&mut self, answer: &mut [u8]) -> Option<(usize, u32)> {
+        loop {
+            let (token, len) = self.vq.get_buf()?;
+            let i = (token.as_ptr() as usize).wrapping_sub(1);
+            // The core hands back only tokens it was given, each once; a
+            // token of a slot not busy cannot happen, skip it regardless.
+            if !self.is_busy(i) {
+                continue;
+            }
+            self.busy &= !(1 << i);
+            answer.fill(0);
+            let n = answer.len().min(self.in_len).min(len as usize);
+            // SAFETY: The device is done with slot `i`; its input part holds
+            // `in_len >= n` bytes inside `mem`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    self.slot_ptr(i).add(self.out_len),
+                    answer.as_mut_ptr(),
+                    n,
+                )
+            };
+            return Some((i, len));
+        }
+    }
+}
+
+impl Drop for SlotQueue {
+    fn drop(&mut self) {
+        // SAFETY: `mem` and `cap` came from `into_raw_parts` of a `KVec<u8>`
+        // (type invariant), whose bytes were all initialised; the device no
+        // longer uses them.
+        drop(unsafe {
+            KVec::<u8>::from_raw_parts(self.mem.as_ptr(), self.slots * (self.out_len + self.in_len), self.cap)
+        });
+    }
+}

@@ -32,6 +32,18 @@ module! {
             default: 0,
             description: "Request virtqueues to run without interrupts, polled by blk-mq (at most all but one)",
         },
+        tmf_timeout: u32 {
+            default: 10,
+            description: "Seconds a task management function waits for the device before error handling escalates",
+        },
+        eh_reset_timer: u32 {
+            default: 0,
+            description: "1: a command timeout restarts its timer, leaving recovery to the host (the C driver's policy); 0: it reaches the abort path",
+        },
+        event_buffers: u32 {
+            default: 16,
+            description: "Event buffers posted to the device (1-64)",
+        },
     },
 }
 

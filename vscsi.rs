@@ -12,17 +12,27 @@ use crate::{
     protocol::{
         cmd::{self, host_byte, Outcome, TaskAttr},
         config::{offset, Config, Limits, RawConfig},
+        ctrl::{self, Tmf, CTRL_REQ_MAX, CTRL_RESP_MAX},
+        event::{self, Event, ResetReason},
         wire,
     },
-    scsi::{self, Command, DoneCommand, HostBusy, HostOps, MapType, QueueMaps, ReqQueue},
-    virtio::{self, VqInfo},
+    scsi::{
+        self, Command, DoneCommand, EhCommand, EhOutcome, HostBusy, HostHandle, HostOps, MapType,
+        QueueMaps, ReqQueue, ScsiDevice,
+    },
+    virtio::{self, SlotQueue, VqInfo},
 };
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use kernel::{
     debugfs, device,
     prelude::*,
     str::CString,
-    sync::{aref::ARef, lock::Lock, new_mutex, Arc, Mutex},
+    sync::{
+        aref::ARef, lock::Lock, new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult,
+        Mutex,
+    },
+    time::msecs_to_jiffies,
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
 /// Shows a `core::fmt::Display` value (the protocol module's messages) in the
@@ -40,6 +50,324 @@ const VQ_BASE: usize = 2;
 
 /// Midlayer LUN numbers of flat-addressed LUNs (REPORT LUNS) start here.
 const FLAT_LUN_BASE: u64 = 0x4000;
+
+/// Control queue slots: one per error-handling step that may be waiting for
+/// the device (a TMF that timed out keeps its slot until the device answers),
+/// plus room for AN subscriptions.
+const CTRL_SLOTS: usize = 8;
+
+/// Events that wait for the event work beyond the posted buffers; more than
+/// that and the driver rescans everything instead.
+const PENDING_EVENTS: usize = 2 * SlotQueue::MAX_SLOTS;
+
+/// ASC/ASCQ of CAPACITY DATA HAS CHANGED (a PARAM_CHANGE after block_resize).
+const CAPACITY_CHANGED: (u8, u8) = (0x2a, 0x09);
+
+/// Error-handling and event counters of a device.
+#[derive(Default)]
+struct EhStats {
+    aborts: AtomicU64,
+    lun_resets: AtomicU64,
+    target_resets: AtomicU64,
+    tmf_timeouts: AtomicU64,
+    tmf_failed: AtomicU64,
+    late_answers: AtomicU64,
+    events: AtomicU64,
+    events_missed: AtomicU64,
+    bad_events: AtomicU64,
+}
+
+/// The control queue and the answers waiting for their TMF.
+struct CtrlState {
+    q: SlotQueue,
+    /// Slots a request owns: from submission until its waiter took the
+    /// answer, or, for a request whose waiter gave up (`abandoned`), until the
+    /// device answers.
+    owned: u64,
+    abandoned: u64,
+    answers: [Option<(u32, [u8; CTRL_RESP_MAX])>; CTRL_SLOTS],
+}
+
+/// Why a control request got no answer.
+enum CtrlError {
+    /// Every slot is held by a request the device has not answered.
+    NoSlot,
+    /// The queue refused the request.
+    Ring(Error),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The waiting task got a signal (`sg_reset` interrupted).
+    Interrupted,
+}
+
+impl core::fmt::Display for CtrlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSlot => f.write_str("every control slot awaits the device"),
+            Self::Ring(e) => write!(f, "the control queue refused it (error {})", e.to_errno()),
+            Self::TimedOut => f.write_str("no answer in time"),
+            Self::Interrupted => f.write_str("interrupted by a signal"),
+        }
+    }
+}
+
+/// The control queue: requests wait, bounded, for the device's answer.
+#[pin_data]
+struct Control {
+    #[pin]
+    state: IrqSpinLock<CtrlState>,
+    #[pin]
+    answered: CondVar,
+}
+
+impl Control {
+    /// Sends `req` and waits up to `timeout_ms` for the answer: its used
+    /// length and bytes.
+    fn request(&self, req: &[u8], timeout_ms: u32) -> Result<(u32, [u8; CTRL_RESP_MAX]), CtrlError> {
+        let mut g = self.state.lock();
+        let i = (0..CTRL_SLOTS)
+            .find(|&i| g.owned & (1 << i) == 0)
+            .ok_or(CtrlError::NoSlot)?;
+        g.answers[i] = None;
+        g.q.submit(i, req).map_err(CtrlError::Ring)?;
+        g.owned |= 1 << i;
+        let mut left = msecs_to_jiffies(timeout_ms);
+        loop {
+            if let Some(answer) = g.answers[i].take() {
+                g.owned &= !(1 << i);
+                return Ok(answer);
+            }
+            let err = match self.answered.wait_interruptible_timeout(&mut g, left) {
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    left = jiffies;
+                    continue;
+                }
+                CondVarTimeoutResult::Timeout => CtrlError::TimedOut,
+                CondVarTimeoutResult::Signal { .. } => CtrlError::Interrupted,
+            };
+            if let Some(answer) = g.answers[i].take() {
+                g.owned &= !(1 << i);
+                return Ok(answer);
+            }
+            // The device still holds the slot; it is freed when it answers.
+            g.abandoned |= 1 << i;
+            return Err(err);
+        }
+    }
+
+    /// Takes the device's answers (from the control queue's interrupt);
+    /// returns how many came for requests whose waiter had given up.
+    fn complete(&self) -> u64 {
+        let mut late = 0;
+        let mut g = self.state.lock();
+        loop {
+            g.q.vq().disable_cb();
+            let mut buf = [0u8; CTRL_RESP_MAX];
+            while let Some((i, len)) = g.q.take(&mut buf) {
+                let bit = 1u64 << i;
+                if g.abandoned & bit != 0 {
+                    g.abandoned &= !bit;
+                    g.owned &= !bit;
+                    late += 1;
+                } else if let Some(slot) = g.answers.get_mut(i) {
+                    *slot = Some((len, buf));
+                }
+            }
+            if g.q.vq().is_broken() || g.q.vq().enable_cb() {
+                break;
+            }
+        }
+        drop(g);
+        self.answered.notify_all();
+        late
+    }
+}
+
+/// The event queue's state: posted buffers and events waiting for the work.
+struct EventState {
+    q: SlotQueue,
+    /// Events taken from the ring, oldest first (used length, first bytes).
+    pending: KVec<(u32, [u8; wire::EVENT_SIZE])>,
+    /// Events were lost (by the device or here): rescan everything.
+    missed: bool,
+    /// The work is queued or running.
+    work_busy: bool,
+    /// The device is going away: queue no more work.
+    stopping: bool,
+}
+
+/// The event queue and the work that acts on its events in process context.
+#[pin_data]
+struct Events {
+    #[pin]
+    state: IrqSpinLock<EventState>,
+    /// Notified when the work goes idle.
+    #[pin]
+    idle: CondVar,
+    /// The host the work scans; set while the device is started.
+    #[pin]
+    host: Mutex<Option<HostHandle>>,
+    #[pin]
+    work: Work<Events>,
+    dev: ARef<device::Device>,
+    shared: Arc<Shared>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Events { self.work }
+}
+
+impl WorkItem for Events {
+    type Pointer = Arc<Events>;
+
+    fn run(this: Arc<Events>) {
+        this.run_pending();
+    }
+}
+
+impl Events {
+    /// Posts every buffer that is not with the device.
+    fn post_all(&self) -> Result {
+        let mut g = self.state.lock();
+        while let Some(i) = g.q.free_slot() {
+            g.q.submit(i, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Takes the events the device wrote (from the event queue's interrupt),
+    /// gives each buffer straight back, and queues the work.
+    fn complete(self: &Arc<Self>) {
+        let mut g = self.state.lock();
+        let mut buf = [0u8; wire::EVENT_SIZE];
+        loop {
+            g.q.vq().disable_cb();
+            while let Some((i, len)) = g.q.take(&mut buf) {
+                if g.pending.len() < PENDING_EVENTS {
+                    // Cannot fail: the capacity was reserved at probe.
+                    let _ = g.pending.push_within_capacity((len, buf));
+                } else {
+                    g.missed = true;
+                }
+                // Re-posted before the event is handled, so a handler that
+                // cannot allocate never costs a buffer.
+                if let Err(e) = g.q.submit(i, &[]) {
+                    dev_err!(self.dev, "cannot re-post event buffer {}: {:?}\n", i, e);
+                }
+            }
+            if g.q.vq().is_broken() || g.q.vq().enable_cb() {
+                break;
+            }
+        }
+        if (g.pending.is_empty() && !g.missed) || g.work_busy || g.stopping {
+            return;
+        }
+        g.work_busy = true;
+        drop(g);
+        // Queued at most once: `work_busy` is cleared only by the work itself.
+        let _ = workqueue::system_freezable().enqueue(self.clone());
+    }
+
+    /// The work: acts on pending events until there are none.
+    fn run_pending(&self) {
+        loop {
+            let mut g = self.state.lock();
+            let missed = core::mem::replace(&mut g.missed, false);
+            let next = if missed || g.pending.is_empty() {
+                None
+            } else {
+                g.pending.remove(0).ok()
+            };
+            if !missed && next.is_none() {
+                g.work_busy = false;
+                drop(g);
+                self.idle.notify_all();
+                return;
+            }
+            drop(g);
+            let host = self.host.lock();
+            let Some(host) = host.as_ref() else {
+                continue;
+            };
+            if missed {
+                self.shared.eh.events_missed.fetch_add(1, Relaxed);
+                dev_info!(self.dev, "events were missed: rescanning every target\n");
+                host.scan_all();
+                host.rescan_known(None);
+            }
+            if let Some((len, buf)) = next {
+                self.handle(host, len, &buf);
+            }
+        }
+    }
+
+    /// Acts on one event.
+    fn handle(&self, host: &HostHandle, len: u32, buf: &[u8]) {
+        self.shared.eh.events.fetch_add(1, Relaxed);
+        let (ev, missed) = event::decode_event(buf, len);
+        if missed {
+            self.state.lock().missed = true;
+        }
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(bad) => {
+                self.shared.eh.bad_events.fetch_add(1, Relaxed);
+                dev_err!(self.dev, "ignoring an event: {}\n", Show(bad));
+                return;
+            }
+        };
+        match ev {
+            Event::None => {}
+            Event::TransportReset { target, lun, reason } => {
+                let (t, l) = (u32::from(target), u64::from(lun));
+                match reason {
+                    ResetReason::Rescan if l == 0 => host.scan_target(t),
+                    ResetReason::Rescan => {
+                        if let Err(e) = host.add_lun(t, l) {
+                            dev_warn!(self.dev, "cannot add LUN {}:{}: {:?}\n", t, l, e);
+                        }
+                    }
+                    ResetReason::Removed => {
+                        host.remove_lun(t, l);
+                        if l == 0 {
+                            // The spec asks to revalidate the target's other LUNs.
+                            host.rescan_known(Some(t));
+                        }
+                    }
+                    ResetReason::Hard => host.rescan_known(Some(t)),
+                }
+            }
+            Event::ParamChange { target, lun, asc, ascq } => {
+                let (t, l) = (u32::from(target), u64::from(lun));
+                if (asc, ascq) != CAPACITY_CHANGED {
+                    dev_info!(
+                        self.dev,
+                        "parameters of LUN {}:{} changed (ASC {:#x} ASCQ {:#x}): rescanning it\n",
+                        t, l, asc, ascq
+                    );
+                }
+                host.rescan_lun(t, l);
+            }
+            Event::AsyncNotify { target, lun, events } => {
+                if events & ctrl::an_class::MEDIA_CHANGE != 0 {
+                    host.media_changed(u32::from(target), u64::from(lun));
+                }
+            }
+        }
+    }
+
+    /// Stops the work for good and waits for it to finish, then lets go of
+    /// the host.
+    fn stop(&self) {
+        let mut g = self.state.lock();
+        g.stopping = true;
+        while g.work_busy {
+            self.idle.wait(&mut g);
+        }
+        drop(g);
+        *self.host.lock() = None;
+    }
+}
 
 /// Counters of one request queue.
 #[derive(Default)]
@@ -65,6 +393,8 @@ pub(crate) struct Shared {
     /// Entries of the smallest request virtqueue: the host's queue depth.
     ring: u32,
     queues: KVec<RequestQueue>,
+    ctrl: Pin<KBox<Control>>,
+    eh: EhStats,
     /// Device protocol violations seen, for rate-limiting their log lines.
     violations: AtomicU64,
 }
@@ -88,6 +418,20 @@ impl core::fmt::Debug for StatsView {
                 s.polled.load(Relaxed)
             )?;
         }
+        let e = &self.0.eh;
+        for (name, v) in [
+            ("aborts", &e.aborts),
+            ("lun_resets", &e.lun_resets),
+            ("target_resets", &e.target_resets),
+            ("tmf_timeouts", &e.tmf_timeouts),
+            ("tmf_failed", &e.tmf_failed),
+            ("late_tmf_answers", &e.late_answers),
+            ("events", &e.events),
+            ("events_missed", &e.events_missed),
+            ("bad_events", &e.bad_events),
+        ] {
+            writeln!(f, "{name} {}", v.load(Relaxed))?;
+        }
         write!(f, "protocol_violations {}", self.0.violations.load(Relaxed))
     }
 }
@@ -99,6 +443,7 @@ pub(crate) struct VirtioScsi {
     #[pin]
     host: Mutex<scsi::Host<Shared>>,
     shared: Arc<Shared>,
+    events: Arc<Events>,
     /// `stats` in the device's debugfs directory.
     #[pin]
     stats: debugfs::File<StatsView>,
@@ -169,9 +514,13 @@ impl virtio::Driver for VirtioScsi {
         dev.write_u32(offset::CDB_SIZE, wire::CDB_SIZE as u32);
         dev.write_u32(offset::SENSE_SIZE, wire::SENSE_SIZE as u32);
 
+        let mut handles = handles.into_iter();
+        let (Some(ctrl_vq), Some(event_vq)) = (handles.next(), handles.next()) else {
+            return Err(EIO);
+        };
         let mut queues = KVec::with_capacity(cfg.req_queues as usize, GFP_KERNEL)?;
         let mut ring = u32::MAX;
-        for vq in handles.into_iter().skip(VQ_BASE) {
+        for vq in handles {
             ring = ring.min(vq.size());
             queues.push(
                 RequestQueue {
@@ -188,6 +537,27 @@ impl virtio::Driver for VirtioScsi {
                 GFP_KERNEL,
             )?;
         }
+        let ctrl_q = SlotQueue::new(ctrl_vq, CTRL_SLOTS, CTRL_REQ_MAX, CTRL_RESP_MAX)?;
+        let ctrl = KBox::pin_init(
+            pin_init!(Control {
+                state <- Lock::new(
+                    CtrlState {
+                        q: ctrl_q,
+                        owned: 0,
+                        abandoned: 0,
+                        answers: [None; CTRL_SLOTS],
+                    },
+                    c"vsrs_ctrl_vq",
+                    kernel::static_lock_class!(),
+                ),
+                answered <- new_condvar!("vsrs_ctrl_answered"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let nbuf = (*crate::module_parameters::event_buffers.value() as usize)
+            .clamp(1, SlotQueue::MAX_SLOTS);
+        let event_q = SlotQueue::new(event_vq, nbuf, 0, cfg.event_info_size as usize)?;
+        let pending = KVec::with_capacity(PENDING_EVENTS, GFP_KERNEL)?;
 
         let params = scsi::HostParams {
             can_queue: ring,
@@ -213,8 +583,32 @@ impl virtio::Driver for VirtioScsi {
                 cfg,
                 ring,
                 queues,
+                ctrl,
+                eh: EhStats::default(),
                 violations: AtomicU64::new(0),
             },
+            GFP_KERNEL,
+        )?;
+        let events_shared = shared.clone();
+        let events = Arc::pin_init(
+            pin_init!(Events {
+                state <- Lock::new(
+                    EventState {
+                        q: event_q,
+                        pending,
+                        missed: false,
+                        work_busy: false,
+                        stopping: false,
+                    },
+                    c"vsrs_event_vq",
+                    kernel::static_lock_class!(),
+                ),
+                idle <- new_condvar!("vsrs_events_idle"),
+                host <- new_mutex!(None),
+                work <- new_work!("vsrs_events"),
+                dev: d.into(),
+                shared: events_shared,
+            }),
             GFP_KERNEL,
         )?;
         let dir = debugfs::Dir::new(&CString::try_from_fmt(fmt!("virtio_scsi_rs-{}", d.name()))?);
@@ -223,6 +617,7 @@ impl virtio::Driver for VirtioScsi {
             try_pin_init!(Self {
                 host <- new_mutex!(host),
                 shared,
+                events,
                 stats <- dir.read_only_file(c"stats", view),
                 _debugfs: dir,
                 vqs,
@@ -234,21 +629,42 @@ impl virtio::Driver for VirtioScsi {
     fn start(&self, dev: &virtio::Device) -> Result {
         let mut host = self.host.lock();
         host.add(self.shared.clone(), dev.as_dev())?;
+        *self.events.host.lock() = Some(host.handle());
         dev.ready();
+        // The device sends events only once DRIVER_OK is set, and may not be
+        // notified before.
+        if let Err(e) = self.events.post_all() {
+            dev_err!(dev.as_dev(), "cannot post event buffers ({:?}): hotplug and resize events are lost\n", e);
+        }
         self.log_bound(dev, host.host_no());
         host.scan();
         Ok(())
     }
 
     fn stop(&self, _dev: &virtio::Device) {
+        // No event work may scan a host being removed.
+        self.events.stop();
         // Waits for every command to complete, through the still live queues.
         self.host.lock().remove();
     }
 
     fn vq_done(&self, index: usize) {
-        // The control and event queues carry nothing yet.
-        if let Some(i) = index.checked_sub(VQ_BASE) {
-            self.shared.complete(i, false);
+        match index {
+            0 => {
+                let late = self.shared.ctrl.complete();
+                if late > 0 {
+                    self.shared.eh.late_answers.fetch_add(late, Relaxed);
+                    dev_warn!(
+                        self.shared.dev,
+                        "the device answered {} TMF(s) after their timeout\n",
+                        late
+                    );
+                }
+            }
+            1 => self.events.complete(),
+            i => {
+                self.shared.complete(i - VQ_BASE, false);
+            }
         }
     }
 }
@@ -434,6 +850,121 @@ impl HostOps for Shared {
 
     fn max_queue_depth(&self) -> i32 {
         self.cfg.cmd_per_lun.min(self.ring) as i32
+    }
+
+    fn eh_timed_out(&self, _cmd: &EhCommand<'_>) -> bool {
+        *crate::module_parameters::eh_reset_timer.value() != 0
+    }
+
+    fn eh_abort(&self, cmd: &EhCommand<'_>) -> EhOutcome {
+        self.eh.aborts.fetch_add(1, Relaxed);
+        if !cmd.in_flight() {
+            // The device gave it back meanwhile: nothing left to abort.
+            return EhOutcome::Success;
+        }
+        let outcome = self.tmf(Tmf::AbortTask, cmd.target(), cmd.lun(), u64::from(cmd.unique_tag()));
+        if outcome == EhOutcome::Success && cmd.in_flight() {
+            // The device says it aborted the command but still holds it; if
+            // the midlayer reused it now, the old answer could complete the
+            // new command. Escalate instead.
+            dev_err!(
+                self.dev,
+                "{}:{}: ABORT TASK reported done but the command was not returned; escalating\n",
+                cmd.target(),
+                cmd.lun()
+            );
+            return EhOutcome::Failed;
+        }
+        outcome
+    }
+
+    fn eh_device_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome {
+        self.eh.lun_resets.fetch_add(1, Relaxed);
+        self.tmf(Tmf::LogicalUnitReset, cmd.target(), cmd.lun(), 0)
+    }
+
+    fn eh_target_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome {
+        self.eh.target_resets.fetch_add(1, Relaxed);
+        self.tmf(Tmf::ItNexusReset, cmd.target(), cmd.lun(), 0)
+    }
+
+    fn sdev_configure(&self, sdev: &mut ScsiDevice<'_>) {
+        if !sdev.is_cdrom() {
+            return;
+        }
+        let (t, l) = (sdev.target(), sdev.lun());
+        let Some(lun_field) = cmd::encode_lun(t, l) else {
+            return;
+        };
+        let wanted = ctrl::an_class::MEDIA_CHANGE;
+        let req = ctrl::encode_an_req(true, lun_field, wanted);
+        let secs = (*crate::module_parameters::tmf_timeout.value()).max(1);
+        let granted = match self.ctrl.request(&req, secs.saturating_mul(1000)) {
+            Ok((len, resp)) => ctrl::decode_an_resp(&resp, len, wanted).unwrap_or(0),
+            Err(e) => {
+                dev_warn!(self.dev, "{}:{}: AN SUBSCRIBE not answered: {}\n", t, l, Show(e));
+                0
+            }
+        };
+        if granted & wanted != 0 {
+            sdev.set_reports_media_change();
+            dev_info!(self.dev, "{}:{}: the device notifies media changes\n", t, l);
+        } else {
+            dev_info!(
+                self.dev,
+                "{}:{}: no asynchronous media notification; the sr driver polls instead\n",
+                t,
+                l
+            );
+        }
+    }
+}
+
+impl Shared {
+    /// Sends `tmf` for `target`:`lun` and waits, bounded by the `tmf_timeout`
+    /// parameter, for the answer; then takes the completions that raced it.
+    fn tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> EhOutcome {
+        let Some(lun_field) = cmd::encode_lun(target, lun) else {
+            return EhOutcome::Failed;
+        };
+        let req = ctrl::encode_tmf_req(tmf, lun_field, tag);
+        let secs = (*crate::module_parameters::tmf_timeout.value()).max(1);
+        dev_info!(self.dev, "{}:{}: sending {}\n", target, lun, Show(tmf));
+        let outcome = match self.ctrl.request(&req, secs.saturating_mul(1000)) {
+            Ok((len, resp)) => {
+                let answer = ctrl::decode_tmf_resp(&resp, len);
+                if answer.done() {
+                    EhOutcome::Success
+                } else {
+                    self.eh.tmf_failed.fetch_add(1, Relaxed);
+                    dev_warn!(self.dev, "{}:{}: {}: {}\n", target, lun, Show(tmf), Show(answer));
+                    EhOutcome::Failed
+                }
+            }
+            Err(CtrlError::TimedOut) => {
+                self.eh.tmf_timeouts.fetch_add(1, Relaxed);
+                dev_err!(
+                    self.dev,
+                    "{}:{}: {}: no answer within {} s; escalating\n",
+                    target,
+                    lun,
+                    Show(tmf),
+                    secs
+                );
+                EhOutcome::Failed
+            }
+            Err(e) => {
+                self.eh.tmf_failed.fetch_add(1, Relaxed);
+                dev_err!(self.dev, "{}:{}: {}: {}\n", target, lun, Show(tmf), Show(e));
+                EhOutcome::Failed
+            }
+        };
+        // The device completes the commands a TMF covers before answering it,
+        // but their interrupts may not have run yet: take them now.
+        for i in 0..self.queues.len() {
+            self.complete(i, true);
+        }
+        outcome
     }
 }
 

@@ -9,4 +9,6 @@
 
 pub mod cmd;
 pub mod config;
+pub mod ctrl;
+pub mod event;
 pub mod wire;
