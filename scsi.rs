@@ -689,7 +689,9 @@ macro_rules! eh_entry {
                 _life: PhantomData,
             };
             // SAFETY: The command's device and host are live, the host added.
-            unsafe { ops::<T>((*(*sc).device).host) }.$method(&cmd).to_c()
+            unsafe { ops::<T>((*(*sc).device).host) }
+                .$method(&cmd)
+                .to_c()
         }
     };
 }
@@ -789,7 +791,12 @@ impl Drop for HostHandle {
 
 impl HostHandle {
     /// Runs `f` on the device `target`:`lun`, if the midlayer has it.
-    fn with_device(&self, target: u32, lun: u64, f: impl FnOnce(*mut bindings::scsi_device)) -> bool {
+    fn with_device(
+        &self,
+        target: u32,
+        lun: u64,
+        f: impl FnOnce(*mut bindings::scsi_device),
+    ) -> bool {
         // SAFETY: The host is live (type invariant); a found device comes with
         // a reference, put below.
         let sdev = unsafe { bindings::scsi_device_lookup(self.0.as_ptr(), 0, target, lun) };

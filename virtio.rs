@@ -491,7 +491,9 @@ impl SlotQueue {
 
     fn slot_ptr(&self, i: usize) -> *mut u8 {
         // In bounds: `i < slots` (checked by callers), see the invariants.
-        self.mem.as_ptr().wrapping_add(i * (self.out_len + self.in_len))
+        self.mem
+            .as_ptr()
+            .wrapping_add(i * (self.out_len + self.in_len))
     }
 
     /// Gives slot `i` to the device: `req` (at most `out_len` bytes, the rest
@@ -583,7 +585,11 @@ impl Drop for SlotQueue {
         // (type invariant), whose bytes were all initialised; the device no
         // longer uses them.
         drop(unsafe {
-            KVec::<u8>::from_raw_parts(self.mem.as_ptr(), self.slots * (self.out_len + self.in_len), self.cap)
+            KVec::<u8>::from_raw_parts(
+                self.mem.as_ptr(),
+                self.slots * (self.out_len + self.in_len),
+                self.cap,
+            )
         });
     }
 }

@@ -28,8 +28,7 @@ use kernel::{
     prelude::*,
     str::CString,
     sync::{
-        aref::ARef, lock::Lock, new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult,
-        Mutex,
+        aref::ARef, lock::Lock, new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult, Mutex,
     },
     time::msecs_to_jiffies,
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
@@ -123,7 +122,11 @@ struct Control {
 impl Control {
     /// Sends `req` and waits up to `timeout_ms` for the answer: its used
     /// length and bytes.
-    fn request(&self, req: &[u8], timeout_ms: u32) -> Result<(u32, [u8; CTRL_RESP_MAX]), CtrlError> {
+    fn request(
+        &self,
+        req: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(u32, [u8; CTRL_RESP_MAX]), CtrlError> {
         let mut g = self.state.lock();
         let i = (0..CTRL_SLOTS)
             .find(|&i| g.owned & (1 << i) == 0)
@@ -318,7 +321,11 @@ impl Events {
         };
         match ev {
             Event::None => {}
-            Event::TransportReset { target, lun, reason } => {
+            Event::TransportReset {
+                target,
+                lun,
+                reason,
+            } => {
                 let (t, l) = (u32::from(target), u64::from(lun));
                 match reason {
                     ResetReason::Rescan if l == 0 => host.scan_target(t),
@@ -337,18 +344,30 @@ impl Events {
                     ResetReason::Hard => host.rescan_known(Some(t)),
                 }
             }
-            Event::ParamChange { target, lun, asc, ascq } => {
+            Event::ParamChange {
+                target,
+                lun,
+                asc,
+                ascq,
+            } => {
                 let (t, l) = (u32::from(target), u64::from(lun));
                 if (asc, ascq) != CAPACITY_CHANGED {
                     dev_info!(
                         self.dev,
                         "parameters of LUN {}:{} changed (ASC {:#x} ASCQ {:#x}): rescanning it\n",
-                        t, l, asc, ascq
+                        t,
+                        l,
+                        asc,
+                        ascq
                     );
                 }
                 host.rescan_lun(t, l);
             }
-            Event::AsyncNotify { target, lun, events } => {
+            Event::AsyncNotify {
+                target,
+                lun,
+                events,
+            } => {
                 if events & ctrl::an_class::MEDIA_CHANGE != 0 {
                     host.media_changed(u32::from(target), u64::from(lun));
                 }
@@ -634,7 +653,11 @@ impl virtio::Driver for VirtioScsi {
         // The device sends events only once DRIVER_OK is set, and may not be
         // notified before.
         if let Err(e) = self.events.post_all() {
-            dev_err!(dev.as_dev(), "cannot post event buffers ({:?}): hotplug and resize events are lost\n", e);
+            dev_err!(
+                dev.as_dev(),
+                "cannot post event buffers ({:?}): hotplug and resize events are lost\n",
+                e
+            );
         }
         self.log_bound(dev, host.host_no());
         host.scan();
@@ -862,7 +885,12 @@ impl HostOps for Shared {
             // The device gave it back meanwhile: nothing left to abort.
             return EhOutcome::Success;
         }
-        let outcome = self.tmf(Tmf::AbortTask, cmd.target(), cmd.lun(), u64::from(cmd.unique_tag()));
+        let outcome = self.tmf(
+            Tmf::AbortTask,
+            cmd.target(),
+            cmd.lun(),
+            u64::from(cmd.unique_tag()),
+        );
         if outcome == EhOutcome::Success && cmd.in_flight() {
             // The device says it aborted the command but still holds it; if
             // the midlayer reused it now, the old answer could complete the
@@ -902,7 +930,13 @@ impl HostOps for Shared {
         let granted = match self.ctrl.request(&req, secs.saturating_mul(1000)) {
             Ok((len, resp)) => ctrl::decode_an_resp(&resp, len, wanted).unwrap_or(0),
             Err(e) => {
-                dev_warn!(self.dev, "{}:{}: AN SUBSCRIBE not answered: {}\n", t, l, Show(e));
+                dev_warn!(
+                    self.dev,
+                    "{}:{}: AN SUBSCRIBE not answered: {}\n",
+                    t,
+                    l,
+                    Show(e)
+                );
                 0
             }
         };
@@ -937,7 +971,14 @@ impl Shared {
                     EhOutcome::Success
                 } else {
                     self.eh.tmf_failed.fetch_add(1, Relaxed);
-                    dev_warn!(self.dev, "{}:{}: {}: {}\n", target, lun, Show(tmf), Show(answer));
+                    dev_warn!(
+                        self.dev,
+                        "{}:{}: {}: {}\n",
+                        target,
+                        lun,
+                        Show(tmf),
+                        Show(answer)
+                    );
                     EhOutcome::Failed
                 }
             }

@@ -122,7 +122,11 @@ pub mod an_class {
 /// `events` (or only asking which are supported, with `subscribe` false).
 pub fn encode_an_req(subscribe: bool, lun: [u8; 8], events: u32) -> [u8; CTRL_AN_REQ_SIZE] {
     let mut b = [0u8; CTRL_AN_REQ_SIZE];
-    let t = if subscribe { T_AN_SUBSCRIBE } else { T_AN_QUERY };
+    let t = if subscribe {
+        T_AN_SUBSCRIBE
+    } else {
+        T_AN_QUERY
+    };
     b[0..4].copy_from_slice(&t.to_le_bytes());
     b[4..12].copy_from_slice(&lun);
     b[12..16].copy_from_slice(&events.to_le_bytes());
@@ -183,9 +187,15 @@ mod tests {
         assert_eq!(&encode_an_req(false, lun, 0)[0..4], &[1, 0, 0, 0]);
         // QEMU answers OK with no class: no notifications will come.
         assert_eq!(decode_an_resp(&[0, 0, 0, 0, 0, 0, 0, 0], 5, 0x10), Some(0));
-        assert_eq!(decode_an_resp(&[0x10, 0, 0, 0, 0, 0, 0, 0], 5, 0x10), Some(0x10));
+        assert_eq!(
+            decode_an_resp(&[0x10, 0, 0, 0, 0, 0, 0, 0], 5, 0x10),
+            Some(0x10)
+        );
         // Classes never asked for are dropped; a failure or short answer is none.
-        assert_eq!(decode_an_resp(&[0xff, 0, 0, 0, 0, 0, 0, 0], 5, 0x10), Some(0x10));
+        assert_eq!(
+            decode_an_resp(&[0xff, 0, 0, 0, 0, 0, 0, 0], 5, 0x10),
+            Some(0x10)
+        );
         assert_eq!(decode_an_resp(&[0x10, 0, 0, 0, 9, 0, 0, 0], 5, 0x10), None);
         assert_eq!(decode_an_resp(&[0x10, 0, 0, 0, 0, 0, 0, 0], 4, 0x10), None);
     }

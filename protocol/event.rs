@@ -157,7 +157,13 @@ mod tests {
 
     #[test]
     fn lun_round_trip() {
-        for (t, l) in [(0u32, 0u16), (3, 7), (255, 255), (1, 0x4000 | 300), (0, 0x7fff)] {
+        for (t, l) in [
+            (0u32, 0u16),
+            (3, 7),
+            (255, 255),
+            (1, 0x4000 | 300),
+            (0, 0x7fff),
+        ] {
             let f = encode_lun(t, u64::from(l)).unwrap();
             assert_eq!(decode_lun(&f), Some((t as u8, l)));
         }
@@ -174,39 +180,81 @@ mod tests {
         let lun = encode_lun(1, 3).unwrap();
         assert_eq!(
             decode_event(&event(1, lun, 1), 16),
-            (Ok(Event::TransportReset { target: 1, lun: 3, reason: ResetReason::Rescan }), false)
+            (
+                Ok(Event::TransportReset {
+                    target: 1,
+                    lun: 3,
+                    reason: ResetReason::Rescan
+                }),
+                false
+            )
         );
         assert_eq!(
             decode_event(&event(1, lun, 2), 16).0,
-            Ok(Event::TransportReset { target: 1, lun: 3, reason: ResetReason::Removed })
+            Ok(Event::TransportReset {
+                target: 1,
+                lun: 3,
+                reason: ResetReason::Removed
+            })
         );
         assert_eq!(
             decode_event(&event(1, lun, 0), 16).0,
-            Ok(Event::TransportReset { target: 1, lun: 3, reason: ResetReason::Hard })
+            Ok(Event::TransportReset {
+                target: 1,
+                lun: 3,
+                reason: ResetReason::Hard
+            })
         );
         // block_resize: CAPACITY DATA HAS CHANGED, ASC 0x2a ASCQ 0x09.
         assert_eq!(
             decode_event(&event(3, lun, 0x092a), 16).0,
-            Ok(Event::ParamChange { target: 1, lun: 3, asc: 0x2a, ascq: 0x09 })
+            Ok(Event::ParamChange {
+                target: 1,
+                lun: 3,
+                asc: 0x2a,
+                ascq: 0x09
+            })
         );
         assert_eq!(
             decode_event(&event(2, lun, 0x10), 16).0,
-            Ok(Event::AsyncNotify { target: 1, lun: 3, events: 0x10 })
+            Ok(Event::AsyncNotify {
+                target: 1,
+                lun: 3,
+                events: 0x10
+            })
         );
         // No buffer was posted when an event happened.
-        assert_eq!(decode_event(&event(0x8000_0000, [0; 8], 0), 16), (Ok(Event::None), true));
+        assert_eq!(
+            decode_event(&event(0x8000_0000, [0; 8], 0), 16),
+            (Ok(Event::None), true)
+        );
         assert_eq!(decode_event(&event(0x8000_0001, lun, 1), 16).1, true);
     }
 
     #[test]
     fn malformed_events() {
         let lun = encode_lun(0, 0).unwrap();
-        assert_eq!(decode_event(&event(1, lun, 1), 15).0, Err(BadEvent::Short(15)));
-        assert_eq!(decode_event(&event(1, lun, 1)[..8], 16).0, Err(BadEvent::Short(16)));
-        assert_eq!(decode_event(&event(7, lun, 1), 16).0, Err(BadEvent::UnknownType(7)));
-        assert_eq!(decode_event(&event(1, lun, 9), 16).0, Err(BadEvent::UnknownReason(9)));
+        assert_eq!(
+            decode_event(&event(1, lun, 1), 15).0,
+            Err(BadEvent::Short(15))
+        );
+        assert_eq!(
+            decode_event(&event(1, lun, 1)[..8], 16).0,
+            Err(BadEvent::Short(16))
+        );
+        assert_eq!(
+            decode_event(&event(7, lun, 1), 16).0,
+            Err(BadEvent::UnknownType(7))
+        );
+        assert_eq!(
+            decode_event(&event(1, lun, 9), 16).0,
+            Err(BadEvent::UnknownReason(9))
+        );
         let bad = [9, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(decode_event(&event(1, bad, 1), 16).0, Err(BadEvent::BadLun(bad)));
+        assert_eq!(
+            decode_event(&event(1, bad, 1), 16).0,
+            Err(BadEvent::BadLun(bad))
+        );
         // A longer buffer (event_info_size > 16) is fine; the rest is ignored.
         let mut long = [0xffu8; 64];
         long[..16].copy_from_slice(&event(1, lun, 1));
