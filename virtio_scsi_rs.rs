@@ -4,7 +4,7 @@
 //! id 8), in Rust.
 //!
 //! Layers, bottom up: `bindings` (bindgen output and C shims); `virtio`,
-//! `scsi` and `irqlock` (safe wrappers: the only `unsafe` code); `protocol`
+//! `scsi`, `irqlock` and `work` (safe wrappers: the only `unsafe` code); `protocol`
 //! (the wire protocol in pure Rust, also built on the host for `cargo test`);
 //! and `vscsi` (the driver).
 
@@ -17,6 +17,7 @@ mod protocol;
 mod scsi;
 mod virtio;
 mod vscsi;
+mod work;
 
 use kernel::{prelude::*, sync::SetOnce};
 

@@ -384,6 +384,9 @@ impl Events {
             self.idle.wait(&mut g);
         }
         drop(g);
+        // The work may still be returning from `run` (and dropping its
+        // reference); the module must not go before it has.
+        crate::work::flush(&self.work);
         *self.host.lock() = None;
     }
 }
@@ -686,7 +689,7 @@ impl virtio::Driver for VirtioScsi {
             }
             1 => self.events.complete(),
             i => {
-                self.shared.complete(i - VQ_BASE, false);
+                self.shared.complete(i - VQ_BASE, Reaper::Interrupt);
             }
         }
     }
@@ -717,17 +720,29 @@ impl VirtioScsi {
     }
 }
 
+/// Who takes completions off a request queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reaper {
+    /// The queue's interrupt.
+    Interrupt,
+    /// blk-mq polling (`mq_poll`).
+    Poll,
+    /// Error handling, after a TMF.
+    ErrorHandler,
+}
+
 impl Shared {
-    /// Completes what the device has finished on request queue `i`; from its
-    /// interrupt, or from blk-mq polling (`polled`). Returns how many.
-    fn complete(&self, i: usize, polled: bool) -> i32 {
+    /// Completes what the device has finished on request queue `i`. Returns
+    /// how many.
+    fn complete(&self, i: usize, by: Reaper) -> i32 {
         let Some(q) = self.queues.get(i) else {
             return 0;
         };
+        let irq = by == Reaper::Interrupt;
         let mut n = 0;
         let mut vq = q.vq.lock();
         loop {
-            if !polled {
+            if irq {
                 vq.vq().disable_cb();
             }
             while let Some((cmd, len)) = vq.next_done() {
@@ -735,12 +750,12 @@ impl Shared {
                 n += 1;
             }
             // Re-arm the interrupt; if buffers were used meanwhile, go again.
-            if polled || vq.vq().is_broken() || vq.vq().enable_cb() {
+            if !irq || vq.vq().is_broken() || vq.vq().enable_cb() {
                 break;
             }
         }
         q.stats.completed.fetch_add(n as u64, Relaxed);
-        if polled {
+        if by == Reaper::Poll {
             q.stats.polled.fetch_add(n as u64, Relaxed);
         }
         n
@@ -851,7 +866,7 @@ impl HostOps for Shared {
     }
 
     fn mq_poll(&self, hwq: u32) -> i32 {
-        self.complete(hwq as usize, true)
+        self.complete(hwq as usize, Reaper::Poll)
     }
 
     fn map_queues(&self, maps: &mut QueueMaps<'_>) {
@@ -1003,7 +1018,7 @@ impl Shared {
         // The device completes the commands a TMF covers before answering it,
         // but their interrupts may not have run yet: take them now.
         for i in 0..self.queues.len() {
-            self.complete(i, true);
+            self.complete(i, Reaper::ErrorHandler);
         }
         outcome
     }
