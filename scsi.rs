@@ -66,6 +66,8 @@ pub(crate) trait HostOps: Send + Sync + 'static {
     fn eh_device_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
     /// Reset the target of `cmd` (`eh_target_reset_handler`).
     fn eh_target_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    /// Reset the whole host (`eh_host_reset_handler`).
+    fn eh_host_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
     /// A LUN was found and is about to be attached (`sdev_configure`).
     fn sdev_configure(&self, sdev: &mut ScsiDevice<'_>);
 }
@@ -120,6 +122,7 @@ impl Template {
         t.eh_abort_handler = Some(eh_abort::<T>);
         t.eh_device_reset_handler = Some(eh_device_reset::<T>);
         t.eh_target_reset_handler = Some(eh_target_reset::<T>);
+        t.eh_host_reset_handler = Some(eh_host_reset::<T>);
         t.dma_boundary = u32::MAX as usize;
         t.set_track_queue_depth(1);
         Self(t)
@@ -365,9 +368,12 @@ impl Command<'_> {
 
     /// Gives the command to the device on `vq`: the request header (first
     /// `req_len` bytes of `req`) and data out, then the response and data in.
-    /// On error (`ENOSPC`: the ring is full; `EIO`: it is broken) the command
-    /// comes back unchanged.
+    /// On error (`ENOSPC`: the ring is full; `EIO`: it is broken; `EAGAIN`:
+    /// the device is being reset) the command comes back unchanged.
     pub(crate) fn submit(self, vq: &mut ReqQueue, req_len: usize) -> Result<(), (Self, Error)> {
+        let Some(vq) = vq.0.as_mut() else {
+            return Err((self, EAGAIN));
+        };
         let sc = self.raw();
         // SAFETY: The command is live and ours (type invariant).
         let (dir, sgl) = unsafe { (data_dir(sc), (*sc).sdb.table.sgl) };
@@ -416,7 +422,7 @@ impl Command<'_> {
         // buffers outlive the submission (above); the token is the command.
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
-                vq.0.as_raw(),
+                vq.as_raw(),
                 sgs.as_mut_ptr(),
                 out as c_uint,
                 inn as c_uint,
@@ -445,33 +451,47 @@ unsafe fn data_dir(sc: *mut bindings::scsi_cmnd) -> DataDir {
 }
 
 /// A request virtqueue: it only ever carries commands, put there by
-/// [`Command::submit`] and taken back by [`ReqQueue::next_done`].
-pub(crate) struct ReqQueue(Virtqueue);
+/// [`Command::submit`] and taken back by [`ReqQueue::next_done`]. Between a
+/// device reset's [`ReqQueue::detach`] and [`ReqQueue::attach`] it has none.
+pub(crate) struct ReqQueue(Option<Virtqueue>);
 
 impl ReqQueue {
     /// Makes `vq` a request queue; nothing else may use it.
     pub(crate) fn new(vq: Virtqueue) -> Self {
-        Self(vq)
+        Self(Some(vq))
     }
 
     /// The virtqueue, for ring operations that do not add or take buffers.
-    pub(crate) fn vq(&mut self) -> &mut Virtqueue {
-        &mut self.0
+    pub(crate) fn vq(&mut self) -> Option<&mut Virtqueue> {
+        self.0.as_mut()
     }
 
     /// The next command the device is done with, with the used length it
     /// reported.
     pub(crate) fn next_done(&mut self) -> Option<(DoneCommand, u32)> {
-        let (token, len) = self.0.get_buf()?;
+        let (token, len) = self.0.as_mut()?.get_buf()?;
         // Every token on this queue is a command submitted by `submit`, and the
         // virtio core returns each at most once; the midlayer keeps it live
         // until `DoneCommand::finish` calls `scsi_done`.
-        let done = DoneCommand(token.cast());
-        // SAFETY: As above: the command is live, its private area ours again.
-        unsafe { &*bindings::vsrs_scsi_cmd_priv(done.0.as_ptr()).cast::<CmdPriv>() }
-            .in_flight
-            .store(0, Ordering::Release);
-        Some((done, len))
+        Some((DoneCommand::returned(token.cast()), len))
+    }
+
+    /// The next command the device never got to; only once the device was
+    /// reset. The caller completes it (as reset) before detaching the queue.
+    pub(crate) fn next_unused(&mut self) -> Option<DoneCommand> {
+        let token = self.0.as_mut()?.detach_unused()?;
+        // As in `next_done`: the token is a live command, now ours again.
+        Some(DoneCommand::returned(token.cast()))
+    }
+
+    /// Lets go of the virtqueue before the queues are deleted.
+    pub(crate) fn detach(&mut self) {
+        self.0 = None;
+    }
+
+    /// Uses `vq`, the new queue of this role after a reset.
+    pub(crate) fn attach(&mut self, vq: Virtqueue) {
+        self.0 = Some(vq);
     }
 }
 
@@ -483,6 +503,17 @@ impl ReqQueue {
 pub(crate) struct DoneCommand(NonNull<bindings::scsi_cmnd>);
 
 impl DoneCommand {
+    /// The command of a token the device (or a reset) gave back: no longer
+    /// in flight.
+    fn returned(sc: NonNull<bindings::scsi_cmnd>) -> Self {
+        // SAFETY: Tokens on request queues are live commands (see
+        // `ReqQueue::next_done`); the private area is the driver's again.
+        unsafe { &*bindings::vsrs_scsi_cmd_priv(sc.as_ptr()).cast::<CmdPriv>() }
+            .in_flight
+            .store(0, Ordering::Release);
+        Self(sc)
+    }
+
     /// A copy of the response the device wrote (copied once, so that the
     /// checks and the use see the same bytes).
     pub(crate) fn response(&self) -> [u8; CMD_RESP_SIZE] {
@@ -698,6 +729,7 @@ macro_rules! eh_entry {
 eh_entry!(eh_abort, eh_abort);
 eh_entry!(eh_device_reset, eh_device_reset);
 eh_entry!(eh_target_reset, eh_target_reset);
+eh_entry!(eh_host_reset, eh_host_reset);
 
 /// # Safety
 ///

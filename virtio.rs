@@ -16,6 +16,7 @@ use kernel::{
     error::to_result,
     ffi::c_int,
     prelude::*,
+    sync::aref::ARef,
     types::{ForeignOwnable, Opaque},
 };
 
@@ -154,7 +155,7 @@ impl Device {
 
     /// Resets the device: it stops using its queues, and once this returns no
     /// virtqueue callback runs any more (the core synchronises them).
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         // SAFETY: The device is live (type invariant).
         unsafe { bindings::virtio_reset_device(self.as_raw()) }
     }
@@ -232,6 +233,14 @@ impl Virtqueue {
         unsafe { bindings::virtqueue_enable_cb(self.as_raw()) }
     }
 
+    /// Takes back a buffer the device never used; only after the device was
+    /// reset (or before it was started).
+    pub(crate) fn detach_unused(&mut self) -> Option<NonNull<c_void>> {
+        // SAFETY: As in `get_buf`; the virtio core only returns tokens of
+        // buffers still on the ring.
+        NonNull::new(unsafe { bindings::virtqueue_detach_unused_buf(self.as_raw()) })
+    }
+
     /// Whether the queue is broken (the device misbehaved or was removed).
     pub(crate) fn is_broken(&self) -> bool {
         // SAFETY: The queue is live (type invariant); this reads a flag.
@@ -302,6 +311,41 @@ pub(crate) trait Driver: Sized + Send + Sync + 'static {
     fn stop(&self, dev: &Device);
     /// The device used buffers of the virtqueue with index `index`.
     fn vq_done(&self, index: usize);
+    /// Suspend (PM freeze) or a device reset is coming: take everything back
+    /// from the device and delete the virtqueues.
+    fn suspend(&self, dev: &Device) -> Result;
+    /// After [`Driver::suspend`] and the core's re-initialisation of the
+    /// device (features negotiated again): create the virtqueues anew and
+    /// set DRIVER_OK.
+    fn resume(&self, dev: &Device) -> Result;
+}
+
+/// A counted reference to a bound virtio device, to reset it from contexts
+/// that have no `&Device` (SCSI error handling).
+pub(crate) struct DeviceHandle(ARef<device::Device>);
+
+impl Device {
+    /// A counted reference to this device.
+    pub(crate) fn handle(&self) -> DeviceHandle {
+        DeviceHandle(self.as_dev().into())
+    }
+}
+
+impl DeviceHandle {
+    /// Resets the device through its driver: [`Driver::suspend`], a reset and
+    /// feature negotiation by the virtio core, [`Driver::resume`]. Fails if
+    /// the device is no longer bound.
+    pub(crate) fn reset(&self) -> Result {
+        // SAFETY: The reference keeps the `struct device`, embedded in a
+        // `struct virtio_device` (`Device::handle` got it from one), alive; the
+        // core checks whether a driver is bound and calls its callbacks.
+        unsafe {
+            let vdev =
+                bindings::vsrs_dev_to_virtio(core::ptr::from_ref(&*self.0).cast_mut().cast());
+            to_result(bindings::virtio_device_reset_prepare(vdev))?;
+            to_result(bindings::virtio_device_reset_done(vdev))
+        }
+    }
 }
 
 /// A registered `struct virtio_driver`; unregistered on drop.
@@ -335,6 +379,10 @@ impl<T: Driver> Registration<T> {
                 c.feature_table_size = features.len() as u32;
                 c.probe = Some(probe_callback::<T>);
                 c.remove = Some(remove_callback::<T>);
+                c.freeze = Some(suspend_callback::<T>);
+                c.restore = Some(resume_callback::<T>);
+                c.reset_prepare = Some(suspend_callback::<T>);
+                c.reset_done = Some(resume_callback::<T>);
                 // SAFETY: `drv` is valid for writes and pinned: it lives in the
                 // module's state until `PinnedDrop` unregisters it. The tables and
                 // the name are `'static`; `ids` ends with a zero entry.
@@ -408,6 +456,36 @@ unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_devi
 
 /// # Safety
 ///
+/// Called by the virtio core with a live device that `probe_callback` bound
+/// (PM freeze, or before a device reset).
+unsafe extern "C" fn suspend_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: The core keeps `vdev` live and bound for the whole call.
+    let dev = unsafe { Device::from_raw(vdev) };
+    let ptr = dev.priv_slot().load(Ordering::Acquire);
+    // SAFETY: While bound, `priv` holds the state stored by `probe_callback`,
+    // reclaimed only by `unbind`, which the core does not run concurrently.
+    match T::suspend(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// As [`suspend_callback`] (PM restore, or after a device reset).
+unsafe extern "C" fn resume_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: The core keeps `vdev` live and bound for the whole call.
+    let dev = unsafe { Device::from_raw(vdev) };
+    let ptr = dev.priv_slot().load(Ordering::Acquire);
+    // SAFETY: As in `suspend_callback`.
+    match T::resume(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
 /// Called by the virtio core for a live virtqueue created by `find_vqs::<T>`.
 unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     // SAFETY: The core passes a live queue, whose device is live.
@@ -436,7 +514,8 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
 /// outlives the device's use of it: the queue is dropped only after the
 /// device was reset (see [`Driver`]).
 pub(crate) struct SlotQueue {
-    vq: Virtqueue,
+    /// `None` between [`SlotQueue::detach`] and [`SlotQueue::attach`].
+    vq: Option<Virtqueue>,
     mem: NonNull<u8>,
     cap: usize,
     slots: usize,
@@ -463,7 +542,7 @@ impl SlotQueue {
         buf.resize(size, 0, GFP_KERNEL)?;
         let (ptr, _len, cap) = buf.into_raw_parts();
         Ok(Self {
-            vq,
+            vq: Some(vq),
             // `KVec` pointers are never null.
             mem: NonNull::new(ptr).ok_or(ENOMEM)?,
             cap,
@@ -475,8 +554,21 @@ impl SlotQueue {
     }
 
     /// The virtqueue, for ring operations that do not add or take buffers.
-    pub(crate) fn vq(&mut self) -> &mut Virtqueue {
-        &mut self.vq
+    pub(crate) fn vq(&mut self) -> Option<&mut Virtqueue> {
+        self.vq.as_mut()
+    }
+
+    /// Lets go of the virtqueue (the device was reset and the queues are
+    /// about to be deleted): every slot is the driver's again.
+    pub(crate) fn detach(&mut self) {
+        self.vq = None;
+        self.busy = 0;
+    }
+
+    /// Uses `vq`, a new virtqueue of the same role (after a reset).
+    pub(crate) fn attach(&mut self, vq: Virtqueue) {
+        self.vq = Some(vq);
+        self.busy = 0;
     }
 
     /// Whether slot `i` is with the device.
@@ -506,7 +598,13 @@ impl SlotQueue {
         if self.is_busy(i) {
             return Err(EBUSY);
         }
-        let p = self.slot_ptr(i);
+        let Some(vq) = self.vq.as_mut() else {
+            return Err(EIO);
+        };
+        let p = self
+            .mem
+            .as_ptr()
+            .wrapping_add(i * (self.out_len + self.in_len));
         let mut sg_out: bindings::scatterlist = pin_init::zeroed();
         let mut sg_in: bindings::scatterlist = pin_init::zeroed();
         // SAFETY: The slot is not with the device (not busy), so this value
@@ -535,7 +633,7 @@ impl SlotQueue {
         // the token `i + 1` is never null.
         to_result(unsafe {
             bindings::virtqueue_add_sgs(
-                self.vq.as_raw(),
+                vq.as_raw(),
                 sgs.as_mut_ptr(),
                 outs as u32,
                 ins as u32,
@@ -543,10 +641,10 @@ impl SlotQueue {
                 bindings::GFP_ATOMIC,
             )
         })?;
-        self.busy |= 1 << i;
-        if let Some(kick) = self.vq.kick_prepare() {
+        if let Some(kick) = vq.kick_prepare() {
             kick.notify();
         }
+        self.busy |= 1 << i;
         Ok(())
     }
 
@@ -555,7 +653,7 @@ impl SlotQueue {
     /// `answer.len()` bytes, the rest of `answer` zero) into `answer`.
     pub(crate) fn take(&mut self, answer: &mut [u8]) -> Option<(usize, u32)> {
         loop {
-            let (token, len) = self.vq.get_buf()?;
+            let (token, len) = self.vq.as_mut()?.get_buf()?;
             let i = (token.as_ptr() as usize).wrapping_sub(1);
             // The core hands back only tokens it was given, each once; a
             // token of a slot not busy cannot happen, skip it regardless.

@@ -8,7 +8,7 @@
 
 use crate::{
     bindings::{VIRTIO_SCSI_F_CHANGE, VIRTIO_SCSI_F_HOTPLUG},
-    irqlock::IrqSpinLock,
+    irqlock::{IrqSaveBackend, IrqSpinLock},
     protocol::{
         cmd::{self, host_byte, Outcome, TaskAttr},
         config::{offset, Config, Limits, RawConfig},
@@ -28,7 +28,9 @@ use kernel::{
     prelude::*,
     str::CString,
     sync::{
-        aref::ARef, lock::Lock, new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult, Mutex,
+        aref::ARef,
+        lock::{Guard, Lock},
+        new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult, Mutex,
     },
     time::msecs_to_jiffies,
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
@@ -68,6 +70,7 @@ struct EhStats {
     aborts: AtomicU64,
     lun_resets: AtomicU64,
     target_resets: AtomicU64,
+    host_resets: AtomicU64,
     tmf_timeouts: AtomicU64,
     tmf_failed: AtomicU64,
     late_answers: AtomicU64,
@@ -158,13 +161,33 @@ impl Control {
         }
     }
 
+    /// The device was reset: requests it held get no answer (their waiters
+    /// see an empty one), and the queue is let go until [`Control::attach`].
+    fn detach(&self) {
+        let mut g = self.state.lock();
+        g.q.detach();
+        for i in 0..CTRL_SLOTS {
+            let bit = 1u64 << i;
+            if g.abandoned & bit != 0 {
+                g.abandoned &= !bit;
+                g.owned &= !bit;
+            } else if g.owned & bit != 0 && g.answers[i].is_none() {
+                g.answers[i] = Some((0, [0; CTRL_RESP_MAX]));
+            }
+        }
+        drop(g);
+        self.answered.notify_all();
+    }
+
     /// Takes the device's answers (from the control queue's interrupt);
     /// returns how many came for requests whose waiter had given up.
     fn complete(&self) -> u64 {
         let mut late = 0;
         let mut g = self.state.lock();
         loop {
-            g.q.vq().disable_cb();
+            if let Some(vq) = g.q.vq() {
+                vq.disable_cb();
+            }
             let mut buf = [0u8; CTRL_RESP_MAX];
             while let Some((i, len)) = g.q.take(&mut buf) {
                 let bit = 1u64 << i;
@@ -176,7 +199,7 @@ impl Control {
                     *slot = Some((len, buf));
                 }
             }
-            if g.q.vq().is_broken() || g.q.vq().enable_cb() {
+            if g.q.vq().is_none_or(|vq| vq.is_broken() || vq.enable_cb()) {
                 break;
             }
         }
@@ -244,7 +267,9 @@ impl Events {
         let mut g = self.state.lock();
         let mut buf = [0u8; wire::EVENT_SIZE];
         loop {
-            g.q.vq().disable_cb();
+            if let Some(vq) = g.q.vq() {
+                vq.disable_cb();
+            }
             while let Some((i, len)) = g.q.take(&mut buf) {
                 if g.pending.len() < PENDING_EVENTS {
                     // Cannot fail: the capacity was reserved at probe.
@@ -258,10 +283,15 @@ impl Events {
                     dev_err!(self.dev, "cannot re-post event buffer {}: {:?}\n", i, e);
                 }
             }
-            if g.q.vq().is_broken() || g.q.vq().enable_cb() {
+            if g.q.vq().is_none_or(|vq| vq.is_broken() || vq.enable_cb()) {
                 break;
             }
         }
+        self.schedule(g);
+    }
+
+    /// Queues the work if there is something for it and it is not queued.
+    fn schedule(self: &Arc<Self>, mut g: Guard<'_, EventState, IrqSaveBackend>) {
         if (g.pending.is_empty() && !g.missed) || g.work_busy || g.stopping {
             return;
         }
@@ -269,6 +299,14 @@ impl Events {
         drop(g);
         // Queued at most once: `work_busy` is cleared only by the work itself.
         let _ = workqueue::system_freezable().enqueue(self.clone());
+    }
+
+    /// After a device reset or resume: rescan everything, since events may
+    /// have been lost while the device was down.
+    fn rescan_all(self: &Arc<Self>) {
+        let mut g = self.state.lock();
+        g.missed = true;
+        self.schedule(g);
     }
 
     /// The work: acts on pending events until there are none.
@@ -416,6 +454,8 @@ pub(crate) struct Shared {
     ring: u32,
     queues: KVec<RequestQueue>,
     ctrl: Pin<KBox<Control>>,
+    /// For host resets.
+    vdev: virtio::DeviceHandle,
     eh: EhStats,
     /// Device protocol violations seen, for rate-limiting their log lines.
     violations: AtomicU64,
@@ -445,6 +485,7 @@ impl core::fmt::Debug for StatsView {
             ("aborts", &e.aborts),
             ("lun_resets", &e.lun_resets),
             ("target_resets", &e.target_resets),
+            ("host_resets", &e.host_resets),
             ("tmf_timeouts", &e.tmf_timeouts),
             ("tmf_failed", &e.tmf_failed),
             ("late_tmf_answers", &e.late_answers),
@@ -470,9 +511,45 @@ pub(crate) struct VirtioScsi {
     #[pin]
     stats: debugfs::File<StatsView>,
     _debugfs: debugfs::Dir,
-    /// Owner of the virtqueues; declared last so it drops last, resetting the
-    /// device and deleting the queues.
-    vqs: virtio::Virtqueues,
+    /// Owner of the virtqueues (none while suspended); declared last so it
+    /// drops last, resetting the device and deleting the queues.
+    #[pin]
+    vqs: Mutex<Option<virtio::Virtqueues>>,
+}
+
+/// Creates the control, event and request virtqueues for `cfg`.
+fn create_vqs(
+    dev: &virtio::Device,
+    cfg: &Config,
+) -> Result<(virtio::Virtqueues, KVec<virtio::Virtqueue>)> {
+    let irq_queues = (cfg.req_queues - cfg.poll_queues) as usize;
+    let mut infos = KVec::with_capacity(VQ_BASE + cfg.req_queues as usize, GFP_KERNEL)?;
+    for name in [c"control", c"event"] {
+        infos.push(
+            VqInfo {
+                name,
+                interrupt: true,
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    for i in 0..cfg.req_queues as usize {
+        let (name, interrupt) = if i < irq_queues {
+            (c"request", true)
+        } else {
+            (c"request_poll", false)
+        };
+        infos.push(VqInfo { name, interrupt }, GFP_KERNEL)?;
+    }
+    dev.find_vqs::<VirtioScsi>(&infos, VQ_BASE as u32)
+        .inspect_err(|e| {
+            dev_err!(
+                dev.as_dev(),
+                "cannot create {} virtqueues: {:?}\n",
+                infos.len(),
+                e
+            );
+        })
 }
 
 fn read_config(dev: &virtio::Device) -> RawConfig {
@@ -503,35 +580,7 @@ impl virtio::Driver for VirtioScsi {
         };
         let cfg = raw.validate(limits, |fixup| dev_warn!(d, "{}\n", Show(fixup)));
 
-        let irq_queues = (cfg.req_queues - cfg.poll_queues) as usize;
-        let mut infos = KVec::with_capacity(VQ_BASE + cfg.req_queues as usize, GFP_KERNEL)?;
-        infos.push(
-            VqInfo {
-                name: c"control",
-                interrupt: true,
-            },
-            GFP_KERNEL,
-        )?;
-        infos.push(
-            VqInfo {
-                name: c"event",
-                interrupt: true,
-            },
-            GFP_KERNEL,
-        )?;
-        for i in 0..cfg.req_queues as usize {
-            let (name, interrupt) = if i < irq_queues {
-                (c"request", true)
-            } else {
-                (c"request_poll", false)
-            };
-            infos.push(VqInfo { name, interrupt }, GFP_KERNEL)?;
-        }
-        let (vqs, handles) = dev
-            .find_vqs::<Self>(&infos, VQ_BASE as u32)
-            .inspect_err(|e| {
-                dev_err!(d, "cannot create {} virtqueues: {:?}\n", infos.len(), e);
-            })?;
+        let (vqs, handles) = create_vqs(dev, &cfg)?;
 
         dev.write_u32(offset::CDB_SIZE, wire::CDB_SIZE as u32);
         dev.write_u32(offset::SENSE_SIZE, wire::SENSE_SIZE as u32);
@@ -606,6 +655,7 @@ impl virtio::Driver for VirtioScsi {
                 ring,
                 queues,
                 ctrl,
+                vdev: dev.handle(),
                 eh: EhStats::default(),
                 violations: AtomicU64::new(0),
             },
@@ -642,7 +692,7 @@ impl virtio::Driver for VirtioScsi {
                 events,
                 stats <- dir.read_only_file(c"stats", view),
                 _debugfs: dir,
-                vqs,
+                vqs <- new_mutex!(Some(vqs)),
             }),
             GFP_KERNEL,
         )
@@ -692,6 +742,48 @@ impl virtio::Driver for VirtioScsi {
                 self.shared.complete(i - VQ_BASE, Reaper::Interrupt);
             }
         }
+    }
+
+    fn suspend(&self, dev: &virtio::Device) -> Result {
+        // After the reset the device touches no buffer and no callback runs.
+        dev.reset();
+        for q in self.shared.queues.iter() {
+            let mut vq = q.vq.lock();
+            // Answers the device gave before the reset count; the rest go
+            // back to the midlayer as reset, to be retried.
+            while let Some((cmd, len)) = vq.next_done() {
+                self.shared.finish(q, cmd, len);
+            }
+            while let Some(cmd) = vq.next_unused() {
+                let len = cmd.transfer_len();
+                cmd.finish(u32::from(host_byte::DID_RESET) << 16, len, &[]);
+            }
+            vq.detach();
+        }
+        self.shared.ctrl.detach();
+        self.events.state.lock().q.detach();
+        *self.vqs.lock() = None;
+        Ok(())
+    }
+
+    fn resume(&self, dev: &virtio::Device) -> Result {
+        let (vqs, handles) = create_vqs(dev, &self.shared.cfg)?;
+        dev.write_u32(offset::CDB_SIZE, wire::CDB_SIZE as u32);
+        dev.write_u32(offset::SENSE_SIZE, wire::SENSE_SIZE as u32);
+        let mut handles = handles.into_iter();
+        let (Some(ctrl_vq), Some(event_vq)) = (handles.next(), handles.next()) else {
+            return Err(EIO);
+        };
+        self.shared.ctrl.state.lock().q.attach(ctrl_vq);
+        self.events.state.lock().q.attach(event_vq);
+        for (q, vq) in self.shared.queues.iter().zip(handles) {
+            q.vq.lock().attach(vq);
+        }
+        *self.vqs.lock() = Some(vqs);
+        dev.ready();
+        self.events.post_all()?;
+        self.events.rescan_all();
+        Ok(())
     }
 }
 
@@ -743,14 +835,16 @@ impl Shared {
         let mut vq = q.vq.lock();
         loop {
             if irq {
-                vq.vq().disable_cb();
+                if let Some(v) = vq.vq() {
+                    v.disable_cb();
+                }
             }
             while let Some((cmd, len)) = vq.next_done() {
                 self.finish(q, cmd, len);
                 n += 1;
             }
             // Re-arm the interrupt; if buffers were used meanwhile, go again.
-            if !irq || vq.vq().is_broken() || vq.vq().enable_cb() {
+            if !irq || vq.vq().is_none_or(|v| v.is_broken() || v.enable_cb()) {
                 break;
             }
         }
@@ -834,7 +928,11 @@ impl HostOps for Shared {
         match cmd.submit(&mut vq, wire::CMD_REQ_SIZE) {
             Ok(()) => {
                 q.stats.submitted.fetch_add(1, Relaxed);
-                let kick = if last { vq.vq().kick_prepare() } else { None };
+                let kick = if last {
+                    vq.vq().and_then(|v| v.kick_prepare())
+                } else {
+                    None
+                };
                 drop(vq);
                 if let Some(kick) = kick {
                     kick.notify();
@@ -858,7 +956,7 @@ impl HostOps for Shared {
 
     fn commit_rqs(&self, hwq: u16) {
         if let Some(q) = self.queues.get(usize::from(hwq)) {
-            let kick = q.vq.lock().vq().kick_prepare();
+            let kick = q.vq.lock().vq().and_then(|v| v.kick_prepare());
             if let Some(kick) = kick {
                 kick.notify();
             }
@@ -929,6 +1027,21 @@ impl HostOps for Shared {
     fn eh_target_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome {
         self.eh.target_resets.fetch_add(1, Relaxed);
         self.tmf(Tmf::ItNexusReset, cmd.target(), cmd.lun(), 0)
+    }
+
+    fn eh_host_reset(&self, _cmd: &EhCommand<'_>) -> EhOutcome {
+        self.eh.host_resets.fetch_add(1, Relaxed);
+        dev_warn!(
+            self.dev,
+            "host reset: resetting the device and its virtqueues\n"
+        );
+        match self.vdev.reset() {
+            Ok(()) => EhOutcome::Success,
+            Err(e) => {
+                dev_err!(self.dev, "host reset failed: error {}\n", e.to_errno());
+                EhOutcome::Failed
+            }
+        }
     }
 
     fn sdev_configure(&self, sdev: &mut ScsiDevice<'_>) {

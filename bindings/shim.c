@@ -52,6 +52,11 @@ void vsrs_virtio_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
+struct virtio_device *vsrs_dev_to_virtio(struct device *dev)
+{
+	return dev_to_virtio(dev);
+}
+
 unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock)
 {
 	unsigned long flags;

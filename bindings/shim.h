@@ -16,6 +16,7 @@ struct virtqueue_info;
 struct irq_affinity;
 struct scsi_cmnd;
 struct request;
+struct device;
 
 
 int vsrs_register_virtio_driver(struct virtio_driver *drv);
@@ -28,6 +29,7 @@ int vsrs_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			 struct irq_affinity *desc);
 void vsrs_virtio_del_vqs(struct virtio_device *vdev);
 void vsrs_virtio_device_ready(struct virtio_device *vdev);
+struct virtio_device *vsrs_dev_to_virtio(struct device *dev);
 
 unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock);
 bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
