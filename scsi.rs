@@ -7,7 +7,10 @@
 
 use crate::{
     bindings,
-    protocol::wire::{CMD_REQ_PI_SIZE, CMD_RESP_SIZE},
+    protocol::{
+        cmd::{pi_bytes, PiBytes},
+        wire::{CMD_REQ_PI_SIZE, CMD_RESP_SIZE},
+    },
     virtio::Virtqueue,
 };
 use core::{
@@ -142,6 +145,9 @@ pub(crate) struct HostParams {
     pub(crate) nr_hw_queues: u32,
     /// Queue maps: 1, or 3 when there are poll queues.
     pub(crate) nr_maps: u32,
+    /// The device checks T10 protection information (DIF types 1-3, DIX
+    /// with a CRC guard).
+    pub(crate) t10_pi: bool,
 }
 
 /// A `Scsi_Host` driven by `T`: allocated, then added with the driver's shared
@@ -184,6 +190,16 @@ impl<T: HostOps> Host<T> {
             (*h).max_cmd_len = p.max_cmd_len;
             (*h).nr_hw_queues = p.nr_hw_queues;
             (*h).nr_maps = p.nr_maps;
+            if p.t10_pi {
+                (*h).prot_capabilities =
+                    bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE1_PROTECTION
+                        | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE2_PROTECTION
+                        | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE3_PROTECTION
+                        | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE1_PROTECTION
+                        | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE2_PROTECTION
+                        | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE3_PROTECTION;
+                (*h).prot_guard_type = bindings::scsi_host_guard_type_SHOST_DIX_GUARD_CRC as u8;
+            }
         }
         Ok(Self {
             shost,
@@ -344,6 +360,37 @@ impl Command<'_> {
         unsafe { bindings::vsrs_req_get_ioprio(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
     }
 
+    /// Protection information bytes the command carries each way (T10 PI):
+    /// none unless the block layer attached some.
+    pub(crate) fn pi_bytes(&self) -> PiBytes {
+        let sc = self.raw();
+        let none = PiBytes { out: 0, inn: 0 };
+        // SAFETY: The command is live; `prot_sdb`, when set, points to its
+        // protection table; the request and its disk's profile outlive it.
+        let n = unsafe {
+            let prot = (*sc).prot_sdb;
+            if prot.is_null() || (*prot).table.nents == 0 {
+                return none;
+            }
+            let rq = bindings::vsrs_scsi_cmd_to_rq(sc);
+            let bi = bindings::vsrs_rq_integrity(rq);
+            if bi.is_null() {
+                return none;
+            }
+            pi_bytes(
+                bindings::vsrs_blk_rq_sectors(rq),
+                (*bi).interval_exp,
+                (*bi).metadata_size,
+            )
+        };
+        // SAFETY: The command is live.
+        match unsafe { data_dir(sc) } {
+            DataDir::ToDevice => PiBytes { out: n, inn: 0 },
+            DataDir::FromDevice => PiBytes { out: 0, inn: n },
+            _ => none,
+        }
+    }
+
     /// Whether this is the last command of a batch (notify the device now).
     pub(crate) fn is_last(&self) -> bool {
         // SAFETY: The command is live.
@@ -375,8 +422,17 @@ impl Command<'_> {
             return Err((self, EAGAIN));
         };
         let sc = self.raw();
-        // SAFETY: The command is live and ours (type invariant).
-        let (dir, sgl) = unsafe { (data_dir(sc), (*sc).sdb.table.sgl) };
+        // SAFETY: The command is live and ours (type invariant); `prot_sdb`,
+        // when set, is its protection table.
+        let (dir, sgl, prot) = unsafe {
+            let prot = (*sc).prot_sdb;
+            let prot_sgl = if prot.is_null() || (*prot).table.nents == 0 {
+                core::ptr::null_mut()
+            } else {
+                (*prot).table.sgl
+            };
+            (data_dir(sc), (*sc).sdb.table.sgl, prot_sgl)
+        };
         let mut req_sg: bindings::scatterlist = pin_init::zeroed();
         let mut resp_sg: bindings::scatterlist = pin_init::zeroed();
         // SAFETY: The command is ours, so is its private area.
@@ -398,13 +454,17 @@ impl Command<'_> {
         let has_data = !sgl.is_null();
         let data_out = has_data && matches!(dir, DataDir::ToDevice | DataDir::Both);
         let data_in = has_data && matches!(dir, DataDir::FromDevice | DataDir::Both);
-        // Device-readable lists first, then device-writable ones.
-        let mut sgs = [core::ptr::null_mut(); 4];
+        // Device-readable lists first, then device-writable ones; protection
+        // information precedes the data it protects.
+        let has_prot = !prot.is_null();
+        let mut sgs = [core::ptr::null_mut(); 6];
         let mut n = 0;
         for (sg, wanted) in [
             (&raw mut req_sg, true),
+            (prot, data_out && has_prot),
             (sgl, data_out),
             (&raw mut resp_sg, true),
+            (prot, data_in && has_prot),
             (sgl, data_in),
         ] {
             if wanted {
@@ -412,7 +472,7 @@ impl Command<'_> {
                 n += 1;
             }
         }
-        let out = 1 + usize::from(data_out);
+        let out = 1 + usize::from(data_out) * (1 + usize::from(has_prot));
         let inn = n - out;
         p.in_flight.store(1, Ordering::Relaxed);
         // The lists describe memory valid until the command comes back through

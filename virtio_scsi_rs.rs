@@ -60,7 +60,15 @@ static ID_TABLE: [bindings::virtio_device_id; 2] = [
     },
 ];
 
-/// Feature bits offered to the device.
+/// Feature bits offered to the device; T10 PI only where the block layer
+/// carries protection information.
+#[cfg(CONFIG_BLK_DEV_INTEGRITY)]
+static FEATURES: [u32; 3] = [
+    bindings::VIRTIO_SCSI_F_HOTPLUG,
+    bindings::VIRTIO_SCSI_F_CHANGE,
+    bindings::VIRTIO_SCSI_F_T10_PI,
+];
+#[cfg(not(CONFIG_BLK_DEV_INTEGRITY))]
 static FEATURES: [u32; 2] = [
     bindings::VIRTIO_SCSI_F_HOTPLUG,
     bindings::VIRTIO_SCSI_F_CHANGE,

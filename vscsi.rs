@@ -7,7 +7,7 @@
 //! reached through `virtio` and `scsi`.
 
 use crate::{
-    bindings::{VIRTIO_SCSI_F_CHANGE, VIRTIO_SCSI_F_HOTPLUG},
+    bindings::{VIRTIO_SCSI_F_CHANGE, VIRTIO_SCSI_F_HOTPLUG, VIRTIO_SCSI_F_T10_PI},
     irqlock::{IrqSaveBackend, IrqSpinLock},
     protocol::{
         cmd::{self, host_byte, Outcome, TaskAttr},
@@ -456,6 +456,8 @@ pub(crate) struct Shared {
     ctrl: Pin<KBox<Control>>,
     /// For host resets.
     vdev: virtio::DeviceHandle,
+    /// VIRTIO_SCSI_F_T10_PI was negotiated: requests carry the PI header.
+    t10_pi: bool,
     eh: EhStats,
     /// Device protocol violations seen, for rate-limiting their log lines.
     violations: AtomicU64,
@@ -630,6 +632,7 @@ impl virtio::Driver for VirtioScsi {
         let event_q = SlotQueue::new(event_vq, nbuf, 0, cfg.event_info_size as usize)?;
         let pending = KVec::with_capacity(PENDING_EVENTS, GFP_KERNEL)?;
 
+        let t10_pi = dev.has_feature(VIRTIO_SCSI_F_T10_PI);
         let params = scsi::HostParams {
             can_queue: ring,
             sg_tablesize: cfg.seg_max as u16,
@@ -646,6 +649,7 @@ impl virtio::Driver for VirtioScsi {
             } else {
                 1
             },
+            t10_pi,
         };
         let host = scsi::Host::alloc(template, &params)?;
         let shared = Arc::new(
@@ -656,6 +660,7 @@ impl virtio::Driver for VirtioScsi {
                 queues,
                 ctrl,
                 vdev: dev.handle(),
+                t10_pi,
                 eh: EhStats::default(),
                 violations: AtomicU64::new(0),
             },
@@ -794,7 +799,7 @@ impl VirtioScsi {
         dev_info!(
             dev.as_dev(),
             "host{}: {} request queues ({} default, {} poll) of {} entries; targets 0-{}, LUNs 0-{}; \
-             seg_max {}, max_sectors {}, cmd_per_lun {}, event_info_size {}; features{}{}\n",
+             seg_max {}, max_sectors {}, cmd_per_lun {}, event_info_size {}; features{}{}{}\n",
             host_no,
             c.req_queues,
             c.req_queues - c.poll_queues,
@@ -808,6 +813,7 @@ impl VirtioScsi {
             c.event_info_size,
             if dev.has_feature(VIRTIO_SCSI_F_HOTPLUG) { " hotplug" } else { "" },
             if dev.has_feature(VIRTIO_SCSI_F_CHANGE) { " change" } else { "" },
+            if self.shared.t10_pi { " t10_pi" } else { "" },
         );
     }
 }
@@ -905,12 +911,9 @@ impl HostOps for Shared {
         let len = cmd.cdb().len();
         cdb[..len].copy_from_slice(cmd.cdb());
         let prio = cmd::sam_priority(cmd.ioprio());
-        let req = &mut cmd.priv_mut().req;
-        let hdr: &mut [u8; wire::CMD_REQ_SIZE] = (&mut req[..wire::CMD_REQ_SIZE])
-            .try_into()
-            .map_err(|_| HostBusy)?;
+        let mut hdr = [0u8; wire::CMD_REQ_SIZE];
         if cmd::encode_cmd_req(
-            hdr,
+            &mut hdr,
             lun,
             u64::from(tag),
             TaskAttr::Simple,
@@ -922,10 +925,19 @@ impl HostOps for Shared {
             cmd.finish(u32::from(host_byte::DID_ERROR) << 16);
             return Ok(());
         }
+        // With T10 PI negotiated every command carries the PI header.
+        let req_len = if self.t10_pi {
+            let pi = cmd.pi_bytes();
+            cmd.priv_mut().req = cmd::encode_cmd_req_pi(&hdr, pi);
+            wire::CMD_REQ_PI_SIZE
+        } else {
+            cmd.priv_mut().req[..wire::CMD_REQ_SIZE].copy_from_slice(&hdr);
+            wire::CMD_REQ_SIZE
+        };
         let last = cmd.is_last();
 
         let mut vq = q.vq.lock();
-        match cmd.submit(&mut vq, wire::CMD_REQ_SIZE) {
+        match cmd.submit(&mut vq, req_len) {
             Ok(()) => {
                 q.stats.submitted.fetch_add(1, Relaxed);
                 let kick = if last {

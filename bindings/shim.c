@@ -5,6 +5,7 @@
 #include <linux/virtio_config.h>
 #include <linux/spinlock.h>
 #include <linux/blk-mq.h>
+#include <linux/blk-integrity.h>
 #include <scsi/scsi_cmnd.h>
 
 #include "shim.h"
@@ -88,4 +89,15 @@ struct request *vsrs_scsi_cmd_to_rq(struct scsi_cmnd *cmd)
 unsigned short vsrs_req_get_ioprio(struct request *rq)
 {
 	return req_get_ioprio(rq);
+}
+
+unsigned int vsrs_blk_rq_sectors(struct request *rq)
+{
+	return blk_rq_sectors(rq);
+}
+
+/* The integrity profile of the request's disk, or NULL. */
+struct blk_integrity *vsrs_rq_integrity(struct request *rq)
+{
+	return blk_get_integrity(rq->q->disk);
 }

@@ -7,7 +7,7 @@
 //! guest's byte order, which is the same on x86-64, the one architecture the
 //! module is built for).
 
-use super::wire::{CDB_SIZE, CMD_REQ_SIZE, CMD_RESP_SIZE, SENSE_SIZE};
+use super::wire::{CDB_SIZE, CMD_REQ_PI_SIZE, CMD_REQ_SIZE, CMD_RESP_SIZE, SENSE_SIZE};
 use core::fmt;
 
 /// The 8-byte LUN field for `target` and the midlayer's LUN number `lun`:
@@ -87,6 +87,38 @@ pub fn encode_cmd_req(
     used.copy_from_slice(cdb);
     rest.fill(0);
     Ok(())
+}
+
+/// Bytes of protection information (T10 PI) a command carries, each way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PiBytes {
+    /// Sent with the data out (a write).
+    pub out: u32,
+    /// Received with the data in (a read).
+    pub inn: u32,
+}
+
+/// `struct virtio_scsi_cmd_req_pi` from the plain header `plain` (as
+/// [`encode_cmd_req`] wrote it): the same fields, with `pi_bytesout` and
+/// `pi_bytesin` between `crn` and the CDB.
+pub fn encode_cmd_req_pi(plain: &[u8; CMD_REQ_SIZE], pi: PiBytes) -> [u8; CMD_REQ_PI_SIZE] {
+    const FIXED: usize = CMD_REQ_SIZE - CDB_SIZE;
+    let mut b = [0u8; CMD_REQ_PI_SIZE];
+    b[..FIXED].copy_from_slice(&plain[..FIXED]);
+    b[FIXED..FIXED + 4].copy_from_slice(&pi.out.to_le_bytes());
+    b[FIXED + 4..FIXED + 8].copy_from_slice(&pi.inn.to_le_bytes());
+    b[FIXED + 8..].copy_from_slice(&plain[FIXED..]);
+    b
+}
+
+/// Protection information bytes of `sectors` 512-byte sectors with
+/// protection intervals of `2^interval_exp` bytes and `metadata_size` bytes
+/// per interval (`bio_integrity_bytes`); 0 for a nonsensical interval.
+pub fn pi_bytes(sectors: u32, interval_exp: u8, metadata_size: u8) -> u32 {
+    if !(9..=31).contains(&interval_exp) {
+        return 0;
+    }
+    (sectors >> (interval_exp - 9)).saturating_mul(u32::from(metadata_size))
 }
 
 /// Bytes of the response before the sense data: sense_len, resid,
@@ -354,6 +386,51 @@ mod tests {
             Err(CdbTooLong(33))
         );
         assert!(encode_cmd_req(&mut buf, [0; 8], 0, TaskAttr::Simple, 0, &[0; CDB_SIZE]).is_ok());
+    }
+
+    #[test]
+    fn pi_header_layout() {
+        let mut plain = [0u8; CMD_REQ_SIZE];
+        let cdb = [0x8a, 0x20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0];
+        encode_cmd_req(
+            &mut plain,
+            [1, 0, 0x40, 2, 0, 0, 0, 0],
+            77,
+            TaskAttr::Simple,
+            3,
+            &cdb,
+        )
+        .unwrap();
+        let b = encode_cmd_req_pi(&plain, PiBytes { out: 64, inn: 0 });
+        // lun, tag, task_attr, prio, crn as in the plain header.
+        assert_eq!(&b[..19], &plain[..19]);
+        assert_eq!(&b[19..23], &[64, 0, 0, 0], "pi_bytesout");
+        assert_eq!(&b[23..27], &[0, 0, 0, 0], "pi_bytesin");
+        assert_eq!(&b[27..27 + cdb.len()], &cdb);
+        assert!(b[27 + cdb.len()..].iter().all(|&x| x == 0));
+        let b = encode_cmd_req_pi(
+            &plain,
+            PiBytes {
+                out: 0,
+                inn: 0x0102_0304,
+            },
+        );
+        assert_eq!(&b[23..27], &[4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn pi_byte_counts() {
+        // DIF type 1 on 512-byte blocks: 8 bytes per sector.
+        assert_eq!(pi_bytes(8, 9, 8), 64);
+        // 4 KiB protection intervals: 8 bytes per 8 sectors.
+        assert_eq!(pi_bytes(64, 12, 8), 64);
+        assert_eq!(pi_bytes(7, 12, 8), 0, "less than one interval");
+        // Larger metadata (e.g. 16-byte tuples of 64-bit guards).
+        assert_eq!(pi_bytes(2, 9, 16), 32);
+        // Nonsense from a corrupted profile never overflows or shifts out of range.
+        assert_eq!(pi_bytes(u32::MAX, 9, 255), u32::MAX);
+        assert_eq!(pi_bytes(8, 8, 8), 0);
+        assert_eq!(pi_bytes(8, 40, 8), 0);
     }
 
     #[test]
