@@ -20,14 +20,17 @@ begin events
 deadline=${VSRS_DEADLINE:-2}
 check "load $MOD" load
 check "the ${VSRS_NDISKS:-3} disks appear" wait_disks "${VSRS_NDISKS:-3}"
+check "the control channel to QEMU's monitor (vsrs.ctl) opens" ctl_open
 fdev=$(disks_with_serial vsrs-f0)
 hosts=($(vsrs_hosts))
-h0=${hosts[0]}
+# vs0: the host of the fio disk.
+h0=$(basename "$(readlink -f "/sys/block/${fdev##*/}/device")") h0=${h0%%:*}
 echo "hosts ${hosts[*]}; fio disk $fdev" | diag
 lsscsi | diag
 
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc | sed 's/^\./0./'; }
+# Times in microseconds (bash builtins: a process costs in a loaded TCG guest).
+now() { echo "${EPOCHREALTIME/./}"; }
+elapsed() { local d=$(($(now) - $1)); printf '%d.%02d' $((d / 1000000)) $((d % 1000000 / 10000)); }
 
 # The block device of H:0:T:L, or nothing.
 blockdev_of() {
@@ -36,17 +39,17 @@ blockdev_of() {
 }
 # wait_present ADDR SECS: the disk at ADDR has a block device within SECS.
 wait_present() {
-	local end; end=$(echo "$(now) + $2" | bc)
+	local end=$(($(now) + ${2%.*} * 1000000))
 	while [ -z "$(blockdev_of "$1")" ]; do
-		[ "$(echo "$(now) > $end" | bc)" = 1 ] && return 1
+		[ "$(now)" -gt "$end" ] && return 1
 		sleep 0.05
 	done
 }
 # wait_absent ADDR SECS: the SCSI device ADDR is gone within SECS.
 wait_absent() {
-	local end; end=$(echo "$(now) + $2" | bc)
+	local end=$(($(now) + ${2%.*} * 1000000))
 	while [ -e "/sys/bus/scsi/devices/$1" ]; do
-		[ "$(echo "$(now) > $end" | bc)" = 1 ] && return 1
+		[ "$(now)" -gt "$end" ] && return 1
 		sleep 0.05
 	done
 }
@@ -123,10 +126,10 @@ cycles() {
 	fio_loop_start
 	t=$(now)
 	for i in $(seq 1 "$n"); do
-		hd_add cyc ncyc vs0.0 0 7 || { echo "cycle $i: device_add failed"; fail=1; break; }
-		wait_present "$addr" 10 || { echo "cycle $i: $addr did not appear in 10 s"; fail=1; break; }
-		dev_del cyc || { echo "cycle $i: no DEVICE_DELETED"; fail=1; break; }
-		wait_absent "$addr" 10 || { echo "cycle $i: $addr still there 10 s after device_del"; fail=1; break; }
+		hd_add cyc ncyc vs0.0 0 7 || { echo "cycle $i: device_add failed"; exit 1; }
+		wait_present "$addr" 10 || { echo "cycle $i: $addr did not appear in 10 s"; exit 1; }
+		dev_del cyc || { echo "cycle $i: no DEVICE_DELETED"; exit 1; }
+		wait_absent "$addr" 10 || { echo "cycle $i: $addr still there 10 s after device_del"; exit 1; }
 	done 2>&1 | diag
 	[ "${PIPESTATUS[0]}" = 0 ] || fail=1
 	if [ -e "/sys/bus/scsi/devices/$addr" ]; then fail=1; echo "$addr left behind" | diag; fi
@@ -206,7 +209,7 @@ cdrom() {
 		case $size in *"No medium"*) break ;; esac
 		sleep 0.1
 	done
-	expect_eq "after eject, $sr reports no medium" "$size" "blockdev: cannot open $sr: No medium found"
+	check "after eject, $sr reports no medium ($size)" bash -c "case '$size' in *'No medium found'*) ;; *) false ;; esac"
 	check "sg_turs $sr: medium not present" bash -c "sg_turs '$sr' 2>&1 | grep -qi 'not present'"
 	qmp "{\"execute\":\"blockdev-change-medium\",\"arguments\":{\"id\":\"cd0\",\"filename\":\"$VSRS_IMG/cdB.iso\",\"format\":\"raw\",\"read-only-mode\":\"read-only\"}}" >/dev/null ||
 		{ not_ok "blockdev-change-medium cd0"; return; }

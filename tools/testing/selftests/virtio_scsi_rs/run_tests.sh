@@ -56,7 +56,7 @@ guest() {
 	done <"$out"
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
-		grep -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
+		grep -a -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
 	fi
 	rm -f "$out"
 }
@@ -152,7 +152,7 @@ opts+=" -blockdev driver=file,node-name=cdA,filename=$img_dir/cdA.iso,read-only=
 opts+=" -device scsi-cd,bus=vs0.0,scsi-id=1,lun=0,drive=cdA,id=cd0"
 opts+=" -device virtio-scsi-pci,id=vs1,num_queues=1,hotplug=off $(hd_file r1 vs1.0 0 0 32M)"
 guest "events" "--ctl --no-default-disks --qemu '$opts'" \
-	"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=32" events.sh
+	"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=${VSRS_MANY:-32}" events.sh
 
 # The controller removed under I/O (on a root port: pcie.0 has no hotplug).
 opts="-device pcie-root-port,id=rp1,chassis=1,slot=1 -device virtio-scsi-pci,id=vs0,bus=rp1 $(hd_file f0 vs0.0 0 0 64M)"

@@ -17,6 +17,7 @@ cd "$(dirname "$0")" && . ./lib.sh
 begin tmf
 check "load $MOD" load
 check "the 2 disks appear" wait_disks 2
+check "the control channel to QEMU's monitor (vsrs.ctl) opens" ctl_open
 bdev=$(disks_with_serial vsrs-b0)
 fdev=$(disks_with_serial vsrs-f0)
 echo "held disk $bdev, other disk $fdev" | diag
