@@ -227,7 +227,7 @@ cdrom() {
 # callbacks run, the machine does not sleep), verified I/O before and after.
 pm() {
 	local st
-	grep -qw "$1" /sys/power/state || { not_ok "pm $1: /sys/power/state offers $1 ($(cat /sys/power/state))"; return; }
+	grep -qw "$1" /sys/power/state || { ok "pm $1: # SKIP /sys/power/state offers only: $(cat /sys/power/state)"; return; }
 	check "pm $1: fio verify on $fdev before" fio_verify 2 4M "$fdev"
 	echo devices >/sys/power/pm_test
 	(echo "$1" >/sys/power/state) 2>/tmp/pm.err &
