@@ -150,10 +150,11 @@ many() {
 	done
 	want=$(for i in $(seq 0 $((n - 1))); do echo "$h0:0:$((2 + i / 8)):$((i % 8))"; done | sort)
 	listing() { vsrs_devices 0 | awk -v h="$h0" -F'[: ]' '$1 == h && $3 >= 2 && $5 != "/dev/" {print $1 ":" $2 ":" $3 ":" $4}' | sort; }
-	for i in $(seq 1 600); do
+	local end=$((${EPOCHREALTIME%.*} + 120))
+	while [ "${EPOCHREALTIME%.*}" -le "$end" ]; do
 		got=$(listing)
 		[ "$got" = "$want" ] && break
-		sleep 0.1
+		sleep 0.2
 	done
 	sleep 2; got=$(listing)  # and nothing more turns up
 	if [ "$got" = "$want" ]; then ok "$n device_add at once: exactly those $n disks appear ($(elapsed "$t") s)"
@@ -166,7 +167,8 @@ many() {
 	for i in $(seq 0 $((n - 1))); do
 		qmp_wait_event DEVICE_DELETED 30 "{\"device\":\"m$i\"}" >/dev/null || echo "no DEVICE_DELETED for m$i" | diag
 	done
-	for i in $(seq 1 300); do [ -z "$(listing)" ] && break; sleep 0.1; done
+	end=$((${EPOCHREALTIME%.*} + 60))
+	while [ "${EPOCHREALTIME%.*}" -le "$end" ]; do [ -z "$(listing)" ] && break; sleep 0.2; done
 	got=$(listing)
 	expect_eq "$n device_del at once: all $n disks go ($(elapsed "$t") s)" "$got" ""
 	for i in $(seq 0 $((n - 1))); do
@@ -185,8 +187,9 @@ resize() {
 	qmp "{\"execute\":\"block_resize\",\"arguments\":{\"node-name\":\"$1\",\"size\":$new}}" >/dev/null ||
 		{ not_ok "block_resize $1"; return; }
 	local i got=
-	for i in $(seq 1 100); do
-		got=$(($(cat "/sys/block/${dev##*/}/size") * 512))
+	local end=$((${EPOCHREALTIME%.*} + 20))
+	while [ "${EPOCHREALTIME%.*}" -le "$end" ]; do
+		read -r got <"/sys/block/${dev##*/}/size"; got=$((got * 512))
 		[ "$got" = "$new" ] && break
 		sleep 0.1
 	done
