@@ -161,7 +161,9 @@ guest "controller unplug" "--ctl --no-default-disks --qemu '$opts'" "VSRS_EVENTS
 # --- issue 4: error handling: a read held by blkdebug times out; resets ------
 truncate -s 256M "$img_dir/b0.raw"
 opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
-opts+=" -blockdev driver=blkdebug,node-name=b0,image.driver=file,image.filename=$img_dir/b0.raw"
+# raw on top of blkdebug: raw emits the read_aio event the breakpoint waits for
+# (blkdebug alone at the top never sees one, so "break read_aio" holds nothing).
+opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
 opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
 guest "tmf" "--ctl --no-default-disks --qemu '$opts'" "VSRS_RESETS=${VSRS_RESETS:-100}" tmf.sh
 
