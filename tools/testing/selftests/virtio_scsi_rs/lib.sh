@@ -7,6 +7,12 @@
 
 KO=${VSRS_KO:?VSRS_KO must name virtio_scsi_rs.ko}
 MOD=virtio_scsi_rs
+# VSRS_DRIVER=c: the tests drive the in-tree C driver (modprobe virtio_scsi)
+# instead, to validate a test against a driver known to implement the feature.
+if [ "${VSRS_DRIVER:-rs}" = c ]; then
+	MOD=virtio_scsi
+fi
+is_c() { [ "$MOD" = virtio_scsi ]; }
 
 ok() { echo "ok - $*"; }
 not_ok() { echo "not ok - $*"; }
@@ -69,7 +75,15 @@ kmemleak_clean() {
 	[ -z "$report" ] || { echo "$report" | head -n 60; return 1; }
 }
 
-load() { insmod "$KO" "$@"; }
+# (modprobe does not find the cached kernel's modules in a vng guest: the C
+# driver is loaded by path, $VSRS_C_KO from run-guest.)
+load() {
+	if is_c; then
+		insmod "${VSRS_C_KO:?VSRS_C_KO must name the C driver virtio_scsi.ko}" "$@"
+	else
+		insmod "$KO" "$@"
+	fi
+}
 # rmmod, after udev has let go of the disks (it probes a disk again after a
 # writer closes it, holding it open, and the module with it, for a moment).
 unload() {
@@ -120,10 +134,21 @@ vsrs_devices() { # [TYPE]
 
 # Waits until the block devices of virtio_scsi_rs's disks exist (sd binds
 # asynchronously after the scan that insmod ran); N expected, 120 s at most.
+# (Counted with bash builtins and bounded by wall time: on a loaded host a
+# process per poll costs seconds in a TCG guest.)
+count_disks() {
+	local h d n=0
+	for h in $(vsrs_hosts); do
+		for d in /sys/bus/scsi/devices/"$h":*/block/sd*; do
+			[ -e "$d" ] && n=$((n + 1))
+		done
+	done
+	echo "$n"
+}
 wait_disks() { # N
-	local i
-	for i in $(seq 1 240); do
-		[ "$(vsrs_devices 0 | awk '$2 ~ /^\/dev\/sd/' | wc -l)" -ge "$1" ] && { udevadm settle 2>/dev/null; return 0; }
+	local end=$((${EPOCHREALTIME%.*} + 120))
+	while [ "${EPOCHREALTIME%.*}" -le "$end" ]; do
+		[ "$(count_disks)" -ge "$1" ] && { udevadm settle 2>/dev/null; return 0; }
 		sleep 0.5
 	done
 	echo "only $(vsrs_devices 0 | wc -l) of $1 disks appeared"; vsrs_devices; return 1
@@ -153,4 +178,83 @@ fio_verify() { # NUMJOBS SIZE DEVICES...
 		--verify_fatal=1 --do_verify=1 --group_reporting --output-format=terse \
 		"${args[@]}" >/tmp/fio.out 2>&1 || { tail -n 30 /tmp/fio.out; return 1; }
 	! grep -qi 'verify:\|bad magic\|crc32c: verify failed' /tmp/fio.out
+}
+
+# --- control channel to QEMU's monitor (tools/run-guest --ctl) ---------------
+# The guest end of the virtio-serial port the host relay (qmp_relay.py) serves.
+ctl_port() {
+	local f n
+	[ -e /dev/virtio-ports/vsrs.ctl ] && { echo /dev/virtio-ports/vsrs.ctl; return 0; }
+	for f in /sys/class/virtio-ports/*/name; do
+		[ -e "$f" ] || continue
+		read -r n <"$f"
+		[ "$n" = vsrs.ctl ] && { f=${f%/name}; echo "/dev/${f##*/}"; return 0; }
+	done
+	echo "no virtio-serial port vsrs.ctl (run-guest --ctl?)" >&2
+	return 1
+}
+
+# ctl_open: opens the port once, in the test's main shell (a virtio port can
+# be open only once at a time; call it before qmp runs in a subshell).
+ctl_open() {
+	local p
+	p=$(ctl_port) || return 1
+	exec {ctl_fd}<>"$p"
+}
+
+# qmp JSON: sends one command (or relay pseudo-command) and prints the reply
+# line; fails when there is no reply within VSRS_QMP_TIMEOUT s (default 120)
+# or the reply is an error.
+qmp() {
+	local reply
+	[ -n "${ctl_fd:-}" ] || ctl_open || return 1
+	printf '%s\n' "$1" >&"$ctl_fd"
+	if ! IFS= read -r -t "${VSRS_QMP_TIMEOUT:-120}" reply <&"$ctl_fd"; then
+		echo "qmp: no reply to $1" >&2
+		return 1
+	fi
+	echo "$reply"
+	case $reply in '{"return"'*) return 0 ;; *) echo "qmp: $1 -> $reply" >&2; return 1 ;; esac
+}
+
+json_str() { # STRING: as a JSON string literal
+	local s=${1//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "$s"
+}
+
+# hmp 'COMMAND': a human monitor command; prints its output (the "return"
+# string, unescaped); fails on a QMP error or when the output says Error.
+hmp() {
+	local r
+	r=$(qmp "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":$(json_str "$1")}}") || return 1
+	# Unescape the JSON string in bash (a python3 start costs seconds in a
+	# loaded TCG guest): {"return": "TEXT"}.
+	r=${r#*\"return\": \"}
+	r=${r%\"\}}
+	r=${r//\\r\\n/$'\n'}
+	r=${r//\\n/$'\n'}
+	r=${r//\\\"/\"}
+	r=${r//\\\\/\\}
+	printf '%s' "$r"
+	case $r in *rror*) return 1 ;; esac
+	return 0
+}
+
+# qmp_wait_event NAME [TIMEOUT [DATA-JSON]]: waits for (and consumes) an event
+# QEMU sent since the last qmp_clear_events; prints it.
+qmp_wait_event() {
+	qmp "{\"wait-event\":\"$1\",\"timeout\":${2:-10}${3:+,\"data\":$3}}"
+}
+qmp_clear_events() { qmp '{"clear-events":true}' >/dev/null; }
+
+# wait_deadline PID SECS: waits for a background job of this shell; its exit
+# status, or 124 (the job left running, e.g. stuck in D state) after SECS.
+wait_deadline() {
+	local i
+	for i in $(seq 1 $(($2 * 10))); do
+		kill -0 "$1" 2>/dev/null || { wait "$1"; return; }
+		sleep 0.1
+	done
+	return 124
 }

@@ -10,6 +10,12 @@
 # they are written but have not passed on the test kernel yet, and make check
 # (CI) runs what is known to pass.
 #
+# VSRS_DRIVER=c runs the guest tests against the in-tree C driver
+# (modprobe virtio_scsi) instead of virtio_scsi_rs: a reference for tests of
+# features virtio_scsi_rs does not have yet. The cases "events", "controller
+# unplug" and "tmf" drive QEMU's monitor from the guest (run-guest --ctl);
+# VSRS_CYCLES / VSRS_RESETS size their loops (defaults: the full run's 200/100).
+#
 # Exit status: 0 when every test passed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +30,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -37,6 +43,7 @@ guest() {
 	echo "# $name: $test"
 	out=$(mktemp) klog=$(mktemp)
 	# shellcheck disable=SC2086 # option strings are split on purpose
+	[ -n "${VSRS_DRIVER:-}" ] && env="VSRS_DRIVER=$VSRS_DRIVER $env"
 	eval "timeout $guest_timeout $run_guest --klog $klog $opts -- env $env $here/$test" >"$out" 2>&1
 	status=$?
 	local results=0
@@ -49,7 +56,7 @@ guest() {
 	done <"$out"
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
-		grep -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
+		grep -a -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
 		echo "# the guest's kernel console, last lines:"
 		tail -n 60 "$klog" | sed 's/^/# console: /'
 	fi
@@ -136,6 +143,31 @@ guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=8192" 
 
 guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
 	"VSRS_CYCLES=20" lifecycle.sh
+
+# --- issue 5: the event queue (the guest drives QEMU's monitor) ---------------
+# vs0 (hotplug on): f0 for fio, r0 to resize, a scsi-cd cd0 with a 4 MiB
+# medium; vs1 (hotplug=off): r1 to resize. cdB.iso is the second medium.
+head -c 4194304 /dev/zero >"$img_dir/cdA.iso"
+{ printf vsrs-cdB; head -c $((6291456 - 8)) /dev/zero; } >"$img_dir/cdB.iso"
+opts="-device virtio-scsi-pci,id=vs0,num_queues=2 $(hd_file f0 vs0.0 0 0 64M) $(hd_file r0 vs0.0 0 1 32M)"
+opts+=" -blockdev driver=file,node-name=cdA,filename=$img_dir/cdA.iso,read-only=on"
+opts+=" -device scsi-cd,bus=vs0.0,scsi-id=1,lun=0,drive=cdA,id=cd0"
+opts+=" -device virtio-scsi-pci,id=vs1,num_queues=1,hotplug=off $(hd_file r1 vs1.0 0 0 32M)"
+guest "events" "--ctl --no-default-disks --qemu '$opts'" \
+	"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=${VSRS_MANY:-32}" events.sh
+
+# The controller removed under I/O (on a root port: pcie.0 has no hotplug).
+opts="-device pcie-root-port,id=rp1,chassis=1,slot=1 -device virtio-scsi-pci,id=vs0,bus=rp1 $(hd_file f0 vs0.0 0 0 64M)"
+guest "controller unplug" "--ctl --no-default-disks --qemu '$opts'" "VSRS_EVENTS=unplug VSRS_NDISKS=1" events.sh
+
+# --- issue 4: error handling: a read held by blkdebug times out; resets ------
+truncate -s 256M "$img_dir/b0.raw"
+opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
+# raw on top of blkdebug: raw emits the read_aio event the breakpoint waits for
+# (blkdebug alone at the top never sees one, so "break read_aio" holds nothing).
+opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
+opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
+guest "tmf" "--ctl --no-default-disks --qemu '$opts'" "VSRS_RESETS=${VSRS_RESETS:-100}" tmf.sh
 
 echo "1..$n"
 echo "# selftests: $pass passed, $fail failed"
