@@ -135,12 +135,16 @@ pollq=$((cpus > 1 ? 1 : 0))
 [ "$pollq" -gt 0 ] || : >"$out/hipri.fio"  # poll queues need a second queue
 
 # The guest runs a copy: editing tools/bench/ during a run does not touch it.
+# The modules too: the guest does not see /var/cache (the kernel build, the
+# guest's /lib/modules, the bench module), only the shared results directory.
 cp "$here/guest.sh" "$out/guest.sh"
+mkdir -p "$out/modules"
+cp "$ko" "$out/modules/virtio_scsi_rs.ko"
+cp "$kdir/drivers/scsi/virtio_scsi.ko" "$kdir/drivers/block/virtio_blk.ko" "$out/modules/"
 cat >"$out/guest.env" <<EOT
 OUT=$out
 ROUNDS=$rounds
-KO=$ko
-KDIR=$kdir
+KO=$out/modules/virtio_scsi_rs.ko
 POLLQ=$pollq
 LUNS=$luns
 EOT

@@ -5,13 +5,15 @@
 #   guest.sh CONFIG scan   rounds of the many-LUN scan timing, SCSI drivers only
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
-# ROUNDS, KO, KDIR, POLLQ and, for scan, LUNS. Raw results go to $OUT/raw/.
+# ROUNDS, KO, POLLQ and, for scan, LUNS. Raw results go to $OUT/raw/.
 set -euo pipefail
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
 raw=$OUT/raw
 mkdir -p "$raw"
-log() { echo "bench-guest: $*" >&2; }
+# The guest's stderr reaches the host only when the guest ends: progress also
+# goes to a file in the shared directory.
+log() { echo "bench-guest: $*" >&2; echo "$(date +%T) $*" >>"$OUT/progress.log"; }
 
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 
@@ -20,18 +22,19 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 module_of() { case $1 in c) echo virtio_scsi ;; rust) echo virtio_scsi_rs ;; blk) echo virtio_blk ;; esac; }
 loaded() { grep -q "^$1 " /proc/modules; }
 
-# The C drivers by modprobe; if the guest's module tree does not have them
-# (virtme-ng links only some), by path from the kernel build ($KDIR).
-load_c() { # MODULE PATH_IN_KDIR [PARAM]
-	modprobe "$1" ${3:+"$3"} 2>/dev/null || insmod "$KDIR/$2" ${3:+"$3"}
+# The C drivers by modprobe; if the guest cannot find them (virtme-ng links
+# /lib/modules into the kernel build under /var/cache, which the guest does
+# not see), by path from the copies bench.sh put in $OUT/modules.
+load_c() { # MODULE [PARAM]
+	modprobe "$1" ${2:+"$2"} 2>/dev/null || insmod "$OUT/modules/$1.ko" ${2:+"$2"} 2>>"$OUT/progress.log"
 }
 
 load() { # DRIVER [POLL_QUEUES]
 	local pq=${2:-0}
 	case $1 in
-	c) load_c virtio_scsi drivers/scsi/virtio_scsi.ko $([ "$pq" -gt 0 ] && echo "virtscsi_poll_queues=$pq") ;;
+	c) load_c virtio_scsi $([ "$pq" -gt 0 ] && echo "virtscsi_poll_queues=$pq") ;;
 	rust) insmod "$KO" $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
-	blk) load_c virtio_blk drivers/block/virtio_blk.ko $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
+	blk) load_c virtio_blk $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
 	esac
 }
 
