@@ -2,7 +2,10 @@
 """make bench: the table (results.md) and the plot (iops.png) of a results
 directory written by tools/bench/bench.sh.
 
-    report.py RESULTS_DIR
+    report.py RESULTS_DIR [README]
+
+With README, the table and the plot also replace what is between the
+<!-- bench-latest --> markers there (make bench does this for its own runs).
 
 Rust/C is computed per round (both drivers ran in the same round, next to each
 other) and given as the mean with a 95% confidence interval (Student's t over
@@ -223,6 +226,16 @@ def main():
     open(os.path.join(outdir, "results.md"), "w").write("\n".join(head + body) + "\n")
     plot(data, os.path.join(outdir, "iops.png"))
     print("\n".join(body[:len(rows)]))
+    if len(sys.argv) > 2:
+        readme = sys.argv[2]
+        rel = os.path.relpath(os.path.join(outdir, "iops.png"), os.path.dirname(os.path.abspath(readme)))
+        latest = ["<!-- bench-latest -->",
+                  f"Latest run, {meta.get('DATE', '?')} ({os.path.relpath(outdir, os.path.dirname(os.path.abspath(readme)))}/results.md): "
+                  + head[2], ""] + body[:len(rows)] + ["", f"![IOPS against iodepth per driver]({rel})",
+                                                        "<!-- /bench-latest -->"]
+        text = open(readme).read()
+        a, b = text.index("<!-- bench-latest -->"), text.index("<!-- /bench-latest -->")
+        open(readme, "w").write(text[:a] + "\n".join(latest) + text[b + len("<!-- /bench-latest -->"):])
     return 0
 
 
