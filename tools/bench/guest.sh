@@ -133,12 +133,21 @@ save_stats() { # FILE
 	done >"$1" 2>/dev/null || true
 }
 
+# Interrupts of the request virtqueues so far (virtio-scsi "request",
+# virtio-blk "req.N"), summed over CPUs: completions per interrupt tell how
+# well a driver batches.
+req_irqs() {
+	awk '/virtio[0-9]+-(request|req\.)/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i} END {print s + 0}' /proc/interrupts
+}
+
 fio_run() { # DRIVER JOBFILE OUTPUT
-	local d=$1 jobs=$2 outf=$3
+	local d=$1 jobs=$2 outf=$3 i0
 	find_devs "$d" || { log "$d: disks did not appear"; ls /sys/block >&2; return 1; }
 	log "$d: $(basename "$outf") on $DEV_NULL $DEV_FILE"
+	i0=$(req_irqs)
 	fio --output-format=json --output="$outf" "$jobs" >"$outf.log" 2>&1 ||
 		{ log "$d: fio failed"; tail -n 20 "$outf.log" >&2; return 1; }
+	echo $(($(req_irqs) - i0)) >"${outf%.json}.irqs"
 	rm -f "$outf.log"
 }
 

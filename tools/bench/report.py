@@ -196,6 +196,27 @@ def plot(data, path):
     fig.savefig(path, dpi=90)
 
 
+def irq_table(outdir):
+    """I/Os per request-queue interrupt over each driver's whole fio run."""
+    per = {}
+    for path in sorted(glob.glob(os.path.join(outdir, "raw", "r*-*.irqs"))):
+        m = re.match(r"r(\d+)-(\w+?)(-hipri)?\.irqs$", os.path.basename(path))
+        jpath = path[:-len(".irqs")] + ".json"
+        if not m or m.group(3) or not os.path.exists(jpath):
+            continue
+        text = open(jpath).read()
+        doc = json.loads(text[text.index("{"):])
+        ios = sum(j["read"]["total_ios"] + j["write"]["total_ios"] for j in doc["jobs"])
+        irqs = int(open(path).read().strip() or 0)
+        if irqs > 0:
+            per.setdefault(m.group(2), []).append(ios / irqs)
+    if not per:
+        return []
+    return ["", "I/Os completed per request-queue interrupt (whole matrix, mean over rounds; "
+            "higher means completions are batched): "
+            + ", ".join(f"{LABEL[d]} {mean(per[d]):.2f}" for d in DRIVERS if d in per) + "."]
+
+
 def main():
     outdir = sys.argv[1]
     meta = read_env(os.path.join(outdir, "meta.env"))
@@ -213,7 +234,7 @@ def main():
             "± the 95% confidence half-width; **bold** where below 1.00. Workload names: disk "
             "(null = null-co read-zeroes, file = raw file on tmpfs), pattern, block size, engine, iodepth, numjobs.",
             ""]
-    body = rows + [""] + scan_table(outdir)
+    body = rows + [""] + scan_table(outdir) + irq_table(outdir)
     if slow:
         body += ["", "Where Rust/C < 1.00: fio's CPU time per I/O in the guest (usr+sys µs; the "
                  "submission path and the completions that interrupted fio), C / Rust:", ""]
