@@ -10,6 +10,10 @@
 #   make check-extended   the same plus the guest cases not yet known to pass
 #   make CLIPPY=1   build with the kernel's clippy lints
 #   make fmt-check  rustfmt over every Rust file
+#   make bench      fio side by side: C virtio_scsi, virtio_scsi_rs, virtio-blk,
+#                   on the non-debug bench kernel (built on first use); table
+#                   and plot in bench/results/<date>/. BENCH_ARGS passes options
+#                   to tools/bench/bench.sh (--rounds N, --runtime S, ...)
 #
 # Kbuild reads ./Kbuild, not this file, when it descends into this directory.
 
@@ -26,7 +30,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check check-extended fmt-check
+.PHONY: all modules clean run check check-extended fmt-check bench
 
 all: modules
 
@@ -49,3 +53,6 @@ check-extended:
 fmt-check:
 	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \
 		$$(git ls-files '*.rs' ':!:protocol/target')
+
+bench:
+	@tools/bench/bench.sh $(BENCH_ARGS)

@@ -18,6 +18,9 @@ say() { echo "build-kernel: $*" >&2; }
 die() { echo "build-kernel: error: $*" >&2; exit 1; }
 
 mkdir -p "$VSRS_CACHE/dl" "$VSRS_CACHE/src" "$VSRS_CACHE/build"
+# The cache-wide lock covers the source download and unpacking only; a build
+# holds a lock of its own build directory (below), so a 40-minute bench kernel
+# build does not keep anyone from using the cached test kernel meanwhile.
 exec 9>"$VSRS_CACHE/.lock"
 flock 9
 
@@ -67,6 +70,9 @@ key=$( {
 	"$KRUSTC" --version; "clang$LLVM_SUFFIX" --version | head -n1; bindgen --version
 } | sha256sum | cut -c1-12)
 bdir=$VSRS_CACHE/build/$KVER-$flavour-$key
+flock -u 9
+exec 8>"$bdir.lock"
+flock 8
 
 if [ -f "$bdir/.vsrs-built" ]; then
 	say "reusing cached $flavour kernel $bdir"

@@ -13,6 +13,7 @@ DEBS=(
 	rustc-web rust-web-src rustfmt-web rust-web-clippy
 	"libclang${LLVM_SUFFIX}-dev" "clang${LLVM_SUFFIX}" "lld${LLVM_SUFFIX}" "llvm${LLVM_SUFFIX}"
 	qemu-system-x86 qemu-utils udev fio sg3-utils lsscsi busybox-static python3-pip
+	python3-matplotlib
 )
 
 missing=()

@@ -1,0 +1,209 @@
+#!/bin/bash
+# Guest side of make bench (tools/bench/bench.sh boots the guest and runs this).
+#
+#   guest.sh CONFIG fio    rounds of the fio matrix, the drivers alternating
+#   guest.sh CONFIG scan   rounds of the many-LUN scan timing, SCSI drivers only
+#
+# CONFIG (written by bench.sh in the shared results directory) sets OUT,
+# ROUNDS, KO, POLLQ and, for scan, LUNS. Raw results go to $OUT/raw/.
+set -euo pipefail
+. "${1:?CONFIG}"
+mode=${2:?fio or scan}
+raw=$OUT/raw
+mkdir -p "$raw"
+# The guest's stderr reaches the host only when the guest ends: progress also
+# goes to a file in the shared directory.
+log() { echo "bench-guest: $*" >&2; echo "$(date +%T) $*" >>"$OUT/progress.log"; }
+
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+
+# --- drivers ------------------------------------------------------------------
+# Driver names: c (drivers/scsi/virtio_scsi.c), rust (virtio_scsi_rs), blk.
+module_of() { case $1 in c) echo virtio_scsi ;; rust) echo virtio_scsi_rs ;; blk) echo virtio_blk ;; esac; }
+loaded() { grep -q "^$1 " /proc/modules; }
+
+# The C drivers by modprobe; if the guest cannot find them (virtme-ng links
+# /lib/modules into the kernel build under /var/cache, which the guest does
+# not see), by path from the copies bench.sh put in $OUT/modules.
+load_c() { # MODULE [PARAM]
+	modprobe "$1" ${2:+"$2"} 2>/dev/null || insmod "$OUT/modules/$1.ko" ${2:+"$2"} 2>>"$OUT/progress.log"
+}
+
+load() { # DRIVER [POLL_QUEUES]
+	local pq=${2:-0}
+	case $1 in
+	c) load_c virtio_scsi $([ "$pq" -gt 0 ] && echo "virtscsi_poll_queues=$pq") ;;
+	rust) insmod "$KO" $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
+	blk) load_c virtio_blk $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
+	esac
+}
+
+unload() { # DRIVER
+	local m i
+	m=$(module_of "$1")
+	loaded "$m" || return 0
+	for i in $(seq 1 40); do
+		udevadm settle 2>/dev/null || true
+		rmmod "$m" 2>/dev/null && return 0
+		sleep 0.5
+	done
+	rmmod "$m"
+}
+
+# SCSI hosts whose proc_name is MODULE.
+hosts_of() { # MODULE
+	local h p
+	for h in /sys/class/scsi_host/host*; do
+		[ -e "$h/proc_name" ] && read -r p <"$h/proc_name" && [ "$p" = "$1" ] && echo "${h##*host}"
+	done
+	return 0
+}
+
+# Number of sd disks on the hosts of MODULE.
+scsi_disk_count() { # MODULE
+	local h d n=0
+	for h in $(hosts_of "$1"); do
+		for d in /sys/bus/scsi/devices/"$h":0:*/block/*; do
+			[ -e "$d" ] && n=$((n + 1))
+		done
+	done
+	echo "$n"
+}
+
+# /dev path of the sd disk at LUN of the (first) host of MODULE.
+scsi_dev() { # MODULE LUN
+	local h d
+	h=$(hosts_of "$1" | head -n1)
+	for d in /sys/bus/scsi/devices/"$h":0:0:"$2"/block/*; do
+		[ -e "$d" ] && echo "/dev/${d##*/}" && return 0
+	done
+	return 1
+}
+
+blk_dev() { # SERIAL
+	local d s
+	for d in /sys/block/vd*; do
+		[ -e "$d/serial" ] && read -r s <"$d/serial" && [ "$s" = "$1" ] && echo "/dev/${d##*/}" && return 0
+	done
+	return 1
+}
+
+enough_disks() { [ "$(scsi_disk_count "$1")" -ge "$2" ]; } # MODULE N
+
+wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
+	local end=$((SECONDS + $1)); shift
+	until "$@" >/dev/null 2>&1; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.2
+	done
+}
+
+# Sets DEV_NULL and DEV_FILE for DRIVER (loaded).
+find_devs() { # DRIVER
+	case $1 in
+	blk)
+		wait_for 60 blk_dev bench-null && wait_for 60 blk_dev bench-file || return 1
+		DEV_NULL=$(blk_dev bench-null) DEV_FILE=$(blk_dev bench-file) ;;
+	*)
+		local m; m=$(module_of "$1")
+		wait_for 60 scsi_dev "$m" 0 && wait_for 60 scsi_dev "$m" 1 || return 1
+		DEV_NULL=$(scsi_dev "$m" 0) DEV_FILE=$(scsi_dev "$m" 1) ;;
+	esac
+	udevadm settle 2>/dev/null || true
+	local d
+	for d in "$DEV_NULL" "$DEV_FILE"; do
+		# The same (no) I/O scheduler for every driver.
+		echo none >"/sys/block/${d#/dev/}/queue/scheduler" 2>/dev/null || true
+	done
+	export DEV_NULL DEV_FILE
+}
+
+# Round R's order of the DRIVERS: rotated by R, so none is always first.
+rotate() { # R DRIVERS...
+	local r=$1; shift
+	local a=("$@") n=$# i
+	for i in $(seq 0 $((n - 1))); do echo "${a[$(((i + r) % n))]}"; done
+}
+
+# Per-queue counters of virtio_scsi_rs, if it is loaded.
+save_stats() { # FILE
+	local f
+	for f in /sys/kernel/debug/virtio_scsi_rs-*/stats; do
+		[ -e "$f" ] && { echo "== $f"; cat "$f"; }
+	done >"$1" 2>/dev/null || true
+}
+
+# Interrupts of the request virtqueues so far (virtio-scsi "request",
+# virtio-blk "req.N"), summed over CPUs: completions per interrupt tell how
+# well a driver batches.
+req_irqs() {
+	awk '/virtio[0-9]+-(request|req\.)/ {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i} END {print s + 0}' /proc/interrupts
+}
+
+fio_run() { # DRIVER JOBFILE OUTPUT
+	local d=$1 jobs=$2 outf=$3 i0
+	find_devs "$d" || { log "$d: disks did not appear"; ls /sys/block >&2; return 1; }
+	log "$d: $(basename "$outf") on $DEV_NULL $DEV_FILE"
+	i0=$(req_irqs)
+	fio --output-format=json --output="$outf" "$jobs" >"$outf.log" 2>&1 ||
+		{ log "$d: fio failed"; tail -n 20 "$outf.log" >&2; return 1; }
+	echo $(($(req_irqs) - i0)) >"${outf%.json}.irqs"
+	rm -f "$outf.log"
+}
+
+# --- the fio matrix -----------------------------------------------------------
+run_fio() {
+	local r d status=0
+	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
+	for d in c rust blk; do unload "$d"; done
+	for r in $(seq 1 "$ROUNDS"); do
+		log "round $r of $ROUNDS"
+		for d in $(rotate "$r" c rust blk); do
+			load "$d" || { log "$d: load failed"; status=1; continue; }
+			fio_run "$d" "$OUT/jobs.fio" "$raw/r$r-$d.json" || status=1
+			[ "$d" = rust ] && save_stats "$raw/r$r-rust.stats"
+			unload "$d" || { log "$d: rmmod failed"; status=1; }
+		done
+		if [ -s "$OUT/hipri.fio" ]; then
+			for d in $(rotate "$r" c rust blk); do
+				load "$d" "$POLLQ" || { log "$d: load with $POLLQ poll queue(s) failed"; status=1; continue; }
+				fio_run "$d" "$OUT/hipri.fio" "$raw/r$r-$d-hipri.json" || status=1
+				[ "$d" = rust ] && save_stats "$raw/r$r-rust-hipri.stats"
+				unload "$d" || { log "$d: rmmod failed"; status=1; }
+			done
+		fi
+	done
+	return $status
+}
+
+# --- scan timing --------------------------------------------------------------
+run_scan() {
+	local r d m t0 t1 status=0
+	echo "round,driver,luns,seconds" >"$OUT/scan.csv"
+	for d in c rust; do unload "$d"; done
+	for r in $(seq 1 "$ROUNDS"); do
+		for d in $(rotate "$r" c rust); do
+			m=$(module_of "$d")
+			t0=$EPOCHREALTIME
+			load "$d" || { log "$d: load failed"; echo "$r,$d,$LUNS,failed" >>"$OUT/scan.csv"; status=1; continue; }
+			# Until every LUN is a disk (sd probes asynchronously after the scan).
+			if wait_for 600 enough_disks "$m" "$LUNS"; then
+				t1=$EPOCHREALTIME
+				echo "$r,$d,$LUNS,$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" >>"$OUT/scan.csv"
+			else
+				log "$d: only $(scsi_disk_count "$m") of $LUNS LUNs appeared"
+				echo "$r,$d,$LUNS,timeout" >>"$OUT/scan.csv"
+				status=1
+			fi
+			log "scan round $r $d: $(tail -n1 "$OUT/scan.csv")"
+			unload "$d" || { log "$d: rmmod failed"; status=1; }
+		done
+	done
+	return $status
+}
+
+case $mode in
+fio) run_fio ;;
+scan) run_scan ;;
+*) echo "guest.sh: mode must be fio or scan" >&2; exit 2 ;;
+esac

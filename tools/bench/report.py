@@ -1,0 +1,264 @@
+#!/usr/bin/python3
+"""make bench: the table (results.md) and the plot (iops.png) of a results
+directory written by tools/bench/bench.sh.
+
+    report.py RESULTS_DIR [README]
+
+With README, the table and the plot also replace what is between the
+<!-- bench-latest --> markers there (make bench does this for its own runs).
+
+Rust/C is computed per round (both drivers ran in the same round, next to each
+other) and given as the mean with a 95% confidence interval (Student's t over
+the rounds).
+"""
+import glob
+import json
+import math
+import os
+import re
+import statistics
+import sys
+
+DRIVERS = ("blk", "c", "rust")
+LABEL = {"blk": "virtio-blk", "c": "C virtio_scsi", "rust": "virtio_scsi_rs"}
+# Two-sided 95% Student t quantiles, by degrees of freedom.
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+NAME = re.compile(r"^(?P<disk>\w+)-(?P<rw>\w+)-(?P<bs>\w+)-(?P<eng>\w+)-qd(?P<qd>\d+)-j(?P<nj>\d+)$")
+
+
+def read_env(path):
+    env = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if "=" in line and not line.startswith("#"):
+                k, v = line.rstrip("\n").split("=", 1)
+                env[k] = v
+    return env
+
+
+def load(outdir):
+    """{key: {driver: {round: sample}}}; key = (disk, rw, bs, eng, qd, nj)."""
+    data = {}
+    for path in sorted(glob.glob(os.path.join(outdir, "raw", "r*-*.json"))):
+        m = re.match(r"r(\d+)-(\w+?)(-hipri)?\.json$", os.path.basename(path))
+        rnd, drv = int(m.group(1)), m.group(2)
+        try:
+            doc = json.load(open(path))
+        except ValueError:
+            # fio may print warnings before the JSON document.
+            text = open(path).read()
+            doc = json.loads(text[text.index("{"):])
+        for job in doc["jobs"]:
+            n = NAME.match(job["jobname"])
+            if not n:
+                continue
+            key = (n["disk"], n["rw"], n["bs"], n["eng"], int(n["qd"]), int(n["nj"]))
+            side = job["write"] if "write" in n["rw"] else job["read"]
+            pct = side["clat_ns"].get("percentile", {})
+            ios = job["read"]["total_ios"] + job["write"]["total_ios"]
+            cpu_ms = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job.get("job_runtime", 0)
+            data.setdefault(key, {}).setdefault(drv, {})[rnd] = {
+                "iops": side["iops"],
+                "mean_us": side["lat_ns"]["mean"] / 1000,
+                "p99_us": pct.get("99.000000", float("nan")) / 1000,
+                "cpu_us_per_io": cpu_ms * 1000 / ios if ios else float("nan"),
+            }
+    return data
+
+
+def mean(xs):
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def ratio_ci(rust, c):
+    """Mean of the per-round Rust/C ratios and its 95% CI half-width."""
+    rs = [rust[r]["iops"] / c[r]["iops"] for r in rust if r in c and c[r]["iops"] > 0]
+    if not rs:
+        return float("nan"), float("nan"), 0
+    if len(rs) == 1:
+        return rs[0], float("nan"), 1
+    t = T95[len(rs) - 2] if len(rs) - 2 < len(T95) else 1.96
+    return mean(rs), t * statistics.stdev(rs) / math.sqrt(len(rs)), len(rs)
+
+
+def fmt(x, spec="{:.0f}"):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else spec.format(x)
+
+
+def workload(key):
+    disk, rw, bs, eng, qd, nj = key
+    return f"{disk} {rw} {bs} {eng.replace('_hipri', ' --hipri')} qd{qd} j{nj}"
+
+
+def order(key):
+    disk, rw, bs, eng, qd, nj = key
+    return (["null", "file"].index(disk) if disk in ("null", "file") else 9,
+            "hipri" in eng, bs != "4k", rw, eng, nj, qd)
+
+
+def table(data):
+    rows = ["| workload | virtio-blk IOPS | C IOPS | Rust IOPS | Rust/C (95% CI) "
+            "| mean lat µs blk / C / Rust | p99 lat µs blk / C / Rust |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    slow = []
+    for key in sorted(data, key=order):
+        d = data[key]
+        agg = {drv: {f: mean([s[f] for s in d.get(drv, {}).values()])
+                     for f in ("iops", "mean_us", "p99_us", "cpu_us_per_io")} for drv in DRIVERS}
+        r, hw, n = ratio_ci(d.get("rust", {}), d.get("c", {}))
+        ratio = fmt(r, "{:.2f}")
+        if n > 1:
+            ratio += f" ± {hw:.2f}"
+        if not math.isnan(r) and r < 1.0:
+            ratio = f"**{ratio}**"
+            slow.append((key, r, hw, agg))
+        lat = " / ".join(fmt(agg[x]["mean_us"]) for x in DRIVERS)
+        p99 = " / ".join(fmt(agg[x]["p99_us"]) for x in DRIVERS)
+        rows.append(f"| {workload(key)} | {fmt(agg['blk']['iops'])} | {fmt(agg['c']['iops'])} "
+                    f"| {fmt(agg['rust']['iops'])} | {ratio} | {lat} | {p99} |")
+    return rows, slow
+
+
+def scan_table(outdir):
+    path = os.path.join(outdir, "scan.csv")
+    if not os.path.exists(path):
+        return []
+    times = {}
+    for line in open(path).read().splitlines()[1:]:
+        rnd, drv, luns, secs = line.split(",")
+        try:
+            times.setdefault(drv, {})[int(rnd)] = float(secs)
+        except ValueError:  # "timeout" or "failed"
+            times.setdefault(drv, {})[int(rnd)] = None
+    if not times:
+        return []
+    luns = open(path).read().splitlines()[1].split(",")[2]
+    rows = [f"Scan of a {luns}-LUN controller (insmod/modprobe until every LUN is a disk), seconds:", "",
+            "| driver | mean | rounds |", "| --- | ---: | --- |"]
+    for drv in ("c", "rust"):
+        t = times.get(drv, {})
+        ok = [x for x in t.values() if x is not None]
+        rows.append(f"| {LABEL[drv]} | {fmt(mean(ok), '{:.2f}')} | "
+                    + ", ".join("failed" if x is None else f"{x:.2f}" for _, x in sorted(t.items())) + " |")
+    c, rust = times.get("c", {}), times.get("rust", {})
+    rs = [rust[r] / c[r] for r in rust if r in c and rust[r] and c[r]]
+    if rs:
+        s = f"{mean(rs):.2f}"
+        if len(rs) > 1:
+            t = T95[len(rs) - 2] if len(rs) - 2 < len(T95) else 1.96
+            s += f" ± {t * statistics.stdev(rs) / math.sqrt(len(rs)):.2f}"
+        rows += ["", f"Scan time Rust/C: {s} (lower is better)."]
+    return rows
+
+
+def plot(data, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(k[0], k[1], k[2], k[3].replace("libaio", "io_uring"))
+                     for k in data if k[2] == "4k"}, key=lambda p: order(p + (0, 0)))
+    panels = [p for p in panels if len({k[4] for k in data if k[:3] == p[:3]}) > 0]
+    if not panels:
+        return
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    colour = {"blk": "tab:green", "c": "tab:blue", "rust": "tab:orange"}
+    for ax, (disk, rw, bs, eng) in zip(axes.flat, panels):
+        engs = [eng] if "hipri" in eng else sorted({k[3] for k in data if k[:3] == (disk, rw, bs)
+                                                    and "hipri" not in k[3]})
+        for e in engs:
+            for nj in sorted({k[5] for k in data if k[:4] == (disk, rw, bs, e)}):
+                for drv in DRIVERS:
+                    pts = sorted((k[4], list(data[k].get(drv, {}).values())) for k in data
+                                 if k[:4] == (disk, rw, bs, e) and k[5] == nj and drv in data[k])
+                    if not pts:
+                        continue
+                    xs = [p[0] for p in pts]
+                    ys = [mean([s["iops"] for s in p[1]]) for p in pts]
+                    err = [statistics.stdev([s["iops"] for s in p[1]]) if len(p[1]) > 1 else 0 for p in pts]
+                    style = ("-" if nj == 1 else "--") if e.startswith("io_uring") else ":"
+                    ax.errorbar(xs, ys, yerr=err, fmt=style + "o", color=colour[drv], ms=3, capsize=2,
+                                label=f"{LABEL[drv]} {e} j{nj}")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{disk} {rw} {bs}{' --hipri' if 'hipri' in eng else ''}")
+        ax.set_xlabel("iodepth")
+        ax.set_ylabel("IOPS")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def irq_table(outdir):
+    """I/Os per request-queue interrupt over each driver's whole fio run."""
+    per = {}
+    for path in sorted(glob.glob(os.path.join(outdir, "raw", "r*-*.irqs"))):
+        m = re.match(r"r(\d+)-(\w+?)(-hipri)?\.irqs$", os.path.basename(path))
+        jpath = path[:-len(".irqs")] + ".json"
+        if not m or m.group(3) or not os.path.exists(jpath):
+            continue
+        text = open(jpath).read()
+        doc = json.loads(text[text.index("{"):])
+        ios = sum(j["read"]["total_ios"] + j["write"]["total_ios"] for j in doc["jobs"])
+        irqs = int(open(path).read().strip() or 0)
+        if irqs > 0:
+            per.setdefault(m.group(2), []).append(ios / irqs)
+    if not per:
+        return []
+    return ["", "I/Os completed per request-queue interrupt (whole matrix, mean over rounds; "
+            "higher means completions are batched): "
+            + ", ".join(f"{LABEL[d]} {mean(per[d]):.2f}" for d in DRIVERS if d in per) + "."]
+
+
+def main():
+    outdir = sys.argv[1]
+    meta = read_env(os.path.join(outdir, "meta.env"))
+    data = load(outdir)
+    if not data:
+        print("report: no fio results in", outdir, file=sys.stderr)
+        return 1
+    rows, slow = table(data)
+    head = [f"# make bench, {meta.get('DATE', '?')}", "",
+            f"Accelerator {meta.get('ACCEL', '?')}, QEMU {meta.get('QEMU', '?')}, {meta.get('CPUS', '?')} vCPUs, "
+            f"guest kernel {meta.get('GUEST_UNAME', '?')} ({meta.get('KERNEL', '?')}), host CPU {meta.get('HOST_CPU', '?')}; "
+            f"{meta.get('ROUNDS', '?')} round(s), fio {meta.get('FIO', '?')} jobs of {meta.get('RUNTIME', '?')} s "
+            f"after {meta.get('RAMP', '?')} s ramp; module at {meta.get('MODULE_COMMIT', '?')}. "
+            "IOPS and latencies are means over the rounds; Rust/C is the mean of the per-round ratios "
+            "± the 95% confidence half-width; **bold** where below 1.00. Workload names: disk "
+            "(null = null-co read-zeroes, file = raw file on tmpfs), pattern, block size, engine, iodepth, numjobs.",
+            ""]
+    body = rows + [""] + scan_table(outdir) + irq_table(outdir)
+    if slow:
+        body += ["", "Where Rust/C < 1.00: fio's CPU time per I/O in the guest (usr+sys µs; the "
+                 "submission path and the completions that interrupted fio), C / Rust:", ""]
+        body += [f"- {workload(k)}: {r:.2f}; CPU/IO {fmt(a['c']['cpu_us_per_io'], '{:.1f}')} / "
+                 f"{fmt(a['rust']['cpu_us_per_io'], '{:.1f}')} µs" for k, r, _, a in slow]
+    stats = sorted(glob.glob(os.path.join(outdir, "raw", "r*-rust*.stats")))
+    if stats:
+        body += ["", f"virtio_scsi_rs per-queue counters after the last run ({os.path.basename(stats[-1])}):",
+                 "", "```", open(stats[-1]).read().rstrip(), "```"]
+    open(os.path.join(outdir, "results.md"), "w").write("\n".join(head + body) + "\n")
+    plot(data, os.path.join(outdir, "iops.png"))
+    print("\n".join(body[:len(rows)]))
+    if len(sys.argv) > 2:
+        readme = sys.argv[2]
+        rel = os.path.relpath(os.path.join(outdir, "iops.png"), os.path.dirname(os.path.abspath(readme)))
+        latest = ["<!-- bench-latest -->",
+                  f"Latest run, {meta.get('DATE', '?')} ({os.path.relpath(outdir, os.path.dirname(os.path.abspath(readme)))}/results.md): "
+                  + head[2], ""] + body[:len(rows)] + ["", f"![IOPS against iodepth per driver]({rel})",
+                                                        "<!-- /bench-latest -->"]
+        text = open(readme).read()
+        a, b = text.index("<!-- bench-latest -->"), text.index("<!-- /bench-latest -->")
+        open(readme, "w").write(text[:a] + "\n".join(latest) + text[b + len("<!-- /bench-latest -->"):])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
