@@ -74,7 +74,10 @@ impl Backend {
         let now = vring.get_ref().get_queue().next_avail();
         if now != self.seen_avail[q] {
             if self.verbose {
-                eprintln!("testdev: queue {q} was reset (next_avail {} -> {now})", self.seen_avail[q]);
+                eprintln!(
+                    "testdev: queue {q} was reset (next_avail {} -> {now})",
+                    self.seen_avail[q]
+                );
             }
             self.seen_avail[q] = now;
             if q == EVENT_QUEUE as usize {
@@ -85,7 +88,11 @@ impl Backend {
     }
 
     /// Pops the available chains of a queue: (head, readable bytes, writable segments).
-    fn pop(&mut self, q: usize, vring: &VringRwLock) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
+    fn pop(
+        &mut self,
+        q: usize,
+        vring: &VringRwLock,
+    ) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
         let mem = self.mem.as_ref().ok_or_else(|| err("no memory"))?.memory();
         let mut out = Vec::new();
         let mut state = vring.get_mut();
@@ -130,7 +137,14 @@ impl Backend {
         }
     }
 
-    fn complete(&self, vring: &VringRwLock, head: u16, segs: &[(u64, u32)], bytes: &[u8], used_len: u32) {
+    fn complete(
+        &self,
+        vring: &VringRwLock,
+        head: u16,
+        segs: &[(u64, u32)],
+        bytes: &[u8],
+        used_len: u32,
+    ) {
         self.write_back(segs, bytes);
         if let Err(e) = vring.add_used(head, used_len) {
             eprintln!("testdev: add_used: {e:?}");
@@ -171,7 +185,10 @@ impl Backend {
                 self.finish_held(h, vrings);
             }
             if o.hold.is_some() {
-                if let Some(d) = self.dev.hold(o, q as u16, head, segs, q == CTRL_QUEUE as usize) {
+                if let Some(d) = self
+                    .dev
+                    .hold(o, q as u16, head, segs, q == CTRL_QUEUE as usize)
+                {
                     self.timer(d);
                 }
                 continue;
@@ -190,7 +207,9 @@ impl Backend {
     }
 
     fn finish_held(&self, h: Held, vrings: &[VringRwLock]) {
-        let Some(vring) = vrings.get(h.queue as usize) else { return };
+        let Some(vring) = vrings.get(h.queue as usize) else {
+            return;
+        };
         if !vring.get_ref().get_queue().ready() {
             return;
         }
@@ -204,7 +223,9 @@ impl Backend {
         let ready = vring.get_ref().get_queue().ready();
         let mut any = false;
         while ready && !self.ev_bufs.is_empty() {
-            let Some(e) = self.dev.next_event() else { break };
+            let Some(e) = self.dev.next_event() else {
+                break;
+            };
             let (head, segs) = self.ev_bufs.remove(0);
             self.complete(vring, head, &segs, &e, EVENT_SIZE as u32);
             any = true;
@@ -268,7 +289,13 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
         Ok(())
     }
 
-    fn handle_event(&mut self, ev: u16, evset: EventSet, vrings: &[VringRwLock], _thread: usize) -> io::Result<bool> {
+    fn handle_event(
+        &mut self,
+        ev: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread: usize,
+    ) -> io::Result<bool> {
         if evset != EventSet::IN {
             return Ok(false);
         }

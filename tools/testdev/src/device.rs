@@ -206,8 +206,18 @@ impl Device {
         d
     }
 
-    fn take_rule(&mut self, ctrl: bool, t: u8, l: u16, op: u8, pred: impl Fn(&Fault) -> bool) -> Option<Rule> {
-        let r = self.rules.iter_mut().find(|r| pred(&r.fault) && r.matches(ctrl, t, l, op))?;
+    fn take_rule(
+        &mut self,
+        ctrl: bool,
+        t: u8,
+        l: u16,
+        op: u8,
+        pred: impl Fn(&Fault) -> bool,
+    ) -> Option<Rule> {
+        let r = self
+            .rules
+            .iter_mut()
+            .find(|r| pred(&r.fault) && r.matches(ctrl, t, l, op))?;
         if let Some(c) = r.count.as_mut() {
             *c -= 1;
         }
@@ -219,11 +229,19 @@ impl Device {
     /// (header and data-out), `in_cap` the size of its writable buffers.
     pub fn handle_cmd(&mut self, req: &[u8], in_cap: usize) -> Outcome {
         self.stats.cmds += 1;
-        let hdr = if self.t10_pi { CMD_REQ_PI_SIZE } else { CMD_REQ_SIZE };
+        let hdr = if self.t10_pi {
+            CMD_REQ_PI_SIZE
+        } else {
+            CMD_REQ_SIZE
+        };
         let mut resp = vec![0u8; CMD_RESP_SIZE];
         if req.len() < hdr {
             resp[11] = S_FAILURE;
-            return Outcome { used_len: CMD_RESP_SIZE.min(in_cap) as u32, bytes: resp, ..Default::default() };
+            return Outcome {
+                used_len: CMD_RESP_SIZE.min(in_cap) as u32,
+                bytes: resp,
+                ..Default::default()
+            };
         }
         let tag = u64::from_le_bytes(req[8..16].try_into().unwrap());
         let cdb = &req[hdr - CDB_SIZE..hdr];
@@ -237,12 +255,24 @@ impl Device {
         let op = cdb[0];
         let Some((t, l)) = parse_lun(&req[..8]).filter(|&(t, _)| self.target_exists(t)) else {
             resp[11] = S_BAD_TARGET;
-            return Outcome { used_len: CMD_RESP_SIZE.min(in_cap) as u32, bytes: resp, tag, ..Default::default() };
+            return Outcome {
+                used_len: CMD_RESP_SIZE.min(in_cap) as u32,
+                bytes: resp,
+                tag,
+                ..Default::default()
+            };
         };
-        let mut out = Outcome { target: t, lun: l, tag, ..Default::default() };
+        let mut out = Outcome {
+            target: t,
+            lun: l,
+            tag,
+            ..Default::default()
+        };
 
         // Faults that replace the command.
-        let pre = self.take_rule(false, t, l, op, |f| matches!(f, Fault::Response(_) | Fault::Sense(..)));
+        let pre = self.take_rule(false, t, l, op, |f| {
+            matches!(f, Fault::Response(_) | Fault::Sense(..))
+        });
         let mut r = match pre.as_ref().map(|r| &r.fault) {
             Some(Fault::Response(code)) => {
                 resp[11] = *code;
@@ -282,7 +312,10 @@ impl Device {
                 }
             }
         };
-        if self.take_rule(false, t, l, op, |f| *f == Fault::GuardError).is_some() {
+        if self
+            .take_rule(false, t, l, op, |f| *f == Fault::GuardError)
+            .is_some()
+        {
             r.status = scsi::CHECK_CONDITION;
             r.sense = scsi::sense(scsi::ABORTED_COMMAND, 0x10, 0x01);
         }
@@ -310,9 +343,14 @@ impl Device {
                 }
             }
         }
-        if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::ResidualOver(_))) {
+        if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::ResidualOver(_)))
+        {
             if let Fault::ResidualOver(extra) = rule.fault {
-                let transfer = if data_out.is_empty() { data_cap } else { data_out.len() };
+                let transfer = if data_out.is_empty() {
+                    data_cap
+                } else {
+                    data_out.len()
+                };
                 residual = transfer as u32 + extra;
             }
         }
@@ -325,7 +363,8 @@ impl Device {
         out.used_len = (CMD_RESP_SIZE + r.data_in.len()).min(in_cap) as u32;
         resp.extend_from_slice(&r.data_in);
         out.bytes = resp;
-        if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::UsedLenOver(_))) {
+        if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::UsedLenOver(_)))
+        {
             if let Fault::UsedLenOver(extra) = rule.fault {
                 out.used_len = (in_cap as u32).saturating_add(extra);
             }
@@ -376,20 +415,32 @@ impl Device {
                 out.tag = tag;
                 let mut resp = S_OK; // FUNCTION_COMPLETE
                 let ended = match subtype {
-                    TMF_ABORT_TASK => self.end_held(S_ABORTED, |h| h.tag == tag && h.target == t && h.lun == l),
+                    TMF_ABORT_TASK => {
+                        self.end_held(S_ABORTED, |h| h.tag == tag && h.target == t && h.lun == l)
+                    }
                     TMF_ABORT_TASK_SET | TMF_CLEAR_TASK_SET => {
                         self.end_held(S_ABORTED, |h| h.target == t && h.lun == l)
                     }
-                    TMF_LOGICAL_UNIT_RESET => self.end_held(S_RESET, |h| h.target == t && h.lun == l),
+                    TMF_LOGICAL_UNIT_RESET => {
+                        self.end_held(S_RESET, |h| h.target == t && h.lun == l)
+                    }
                     TMF_I_T_NEXUS_RESET => self.end_held(S_RESET, |h| h.target == t),
                     TMF_QUERY_TASK => {
-                        if self.held.iter().any(|h| !h.ctrl && h.tag == tag && h.target == t && h.lun == l) {
+                        if self
+                            .held
+                            .iter()
+                            .any(|h| !h.ctrl && h.tag == tag && h.target == t && h.lun == l)
+                        {
                             resp = S_FUNCTION_SUCCEEDED;
                         }
                         Vec::new()
                     }
                     TMF_QUERY_TASK_SET => {
-                        if self.held.iter().any(|h| !h.ctrl && h.target == t && h.lun == l) {
+                        if self
+                            .held
+                            .iter()
+                            .any(|h| !h.ctrl && h.target == t && h.lun == l)
+                        {
                             resp = S_FUNCTION_SUCCEEDED;
                         }
                         Vec::new()
@@ -400,7 +451,9 @@ impl Device {
                         Vec::new()
                     }
                 };
-                if let Some(rule) = self.take_rule(true, t, l, 0, |f| matches!(f, Fault::Response(_))) {
+                if let Some(rule) =
+                    self.take_rule(true, t, l, 0, |f| matches!(f, Fault::Response(_)))
+                {
                     if let Fault::Response(c) = rule.fault {
                         resp = c;
                     }
@@ -490,7 +543,14 @@ impl Device {
         due
     }
 
-    pub fn hold(&mut self, o: Outcome, queue: u16, head: u16, segs: Vec<(u64, u32)>, ctrl: bool) -> Option<Duration> {
+    pub fn hold(
+        &mut self,
+        o: Outcome,
+        queue: u16,
+        head: u16,
+        segs: Vec<(u64, u32)>,
+        ctrl: bool,
+    ) -> Option<Duration> {
         let (ms, abortable) = o.hold.unwrap_or((Some(0), true));
         self.held.push(Held {
             queue,
@@ -509,8 +569,14 @@ impl Device {
     }
 
     fn lun_arg(v: &Value) -> Result<(u8, u16), String> {
-        let t = v.get("target").and_then(Value::as_u64).ok_or("\"target\" missing")?;
-        let l = v.get("lun").and_then(Value::as_u64).ok_or("\"lun\" missing")?;
+        let t = v
+            .get("target")
+            .and_then(Value::as_u64)
+            .ok_or("\"target\" missing")?;
+        let l = v
+            .get("lun")
+            .and_then(Value::as_u64)
+            .ok_or("\"lun\" missing")?;
         if t > 255 || l > 16383 {
             return Err("target 0-255, lun 0-16383".into());
         }
@@ -533,10 +599,16 @@ impl Device {
             "disk" => Ok(Lun::ram_disk(Self::size_arg(v, 64 << 20)?, &serial)),
             "cd" => {
                 let medium = v.get("medium").and_then(Value::as_bool).unwrap_or(true);
-                Ok(Lun::cd(medium.then_some(Self::size_arg(v, 4 << 20)?), &serial))
+                Ok(Lun::cd(
+                    medium.then_some(Self::size_arg(v, 4 << 20)?),
+                    &serial,
+                ))
             }
             "file" => {
-                let p = v.get("path").and_then(Value::as_str).ok_or("\"path\" missing")?;
+                let p = v
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or("\"path\" missing")?;
                 Lun::file_disk(p, &serial).map_err(|e| format!("{p}: {e}"))
             }
             o => Err(format!("unknown LUN type {o}")),
@@ -544,14 +616,21 @@ impl Device {
     }
 
     fn rule_from(v: &Value) -> Result<Rule, String> {
-        let kind = v.get("fault").and_then(Value::as_str).ok_or("\"fault\" missing")?;
+        let kind = v
+            .get("fault")
+            .and_then(Value::as_str)
+            .ok_or("\"fault\" missing")?;
         let num = |k: &str, d: u64| v.get(k).and_then(Value::as_u64).unwrap_or(d);
         let fault = match kind {
             "used_len" => Fault::UsedLenOver(num("extra", 4096) as u32),
             "sense_len" => Fault::SenseLen(num("sense_len", 200) as u32),
             "residual" => Fault::ResidualOver(num("extra", 4096) as u32),
             "response" => Fault::Response(num("code", 0x42) as u8),
-            "sense" => Fault::Sense(num("key", 3) as u8, num("asc", 0x11) as u8, num("ascq", 0) as u8),
+            "sense" => Fault::Sense(
+                num("key", 3) as u8,
+                num("asc", 0x11) as u8,
+                num("ascq", 0) as u8,
+            ),
             "hold" | "tmf_hold" => Fault::Hold(v.get("ms").and_then(Value::as_u64)),
             "tmf_response" => Fault::Response(num("code", S_FUNCTION_REJECTED as u64) as u8),
             "guard" => Fault::GuardError,
@@ -585,7 +664,10 @@ impl Device {
     }
 
     fn control_inner(&mut self, v: &Value) -> Result<Value, String> {
-        let cmd = v.get("cmd").and_then(Value::as_str).ok_or("\"cmd\" missing")?;
+        let cmd = v
+            .get("cmd")
+            .and_then(Value::as_str)
+            .ok_or("\"cmd\" missing")?;
         match cmd {
             "status" => Ok(json!({
                 "luns": self.luns.iter().map(|((t, l), x)| json!({
@@ -750,7 +832,10 @@ mod tests {
     #[test]
     fn bad_target_and_missing_lun() {
         let mut d = dev();
-        assert_eq!(resp(&d.handle_cmd(&req(7, 0, &[0], 1), 200)).3, S_BAD_TARGET);
+        assert_eq!(
+            resp(&d.handle_cmd(&req(7, 0, &[0], 1), 200)).3,
+            S_BAD_TARGET
+        );
         let o = d.handle_cmd(&req(0, 5, &[0x12, 0, 0, 0, 36], 1), 200);
         assert_eq!(o.bytes[CMD_RESP_SIZE], 0x7f);
         let o = d.handle_cmd(&req(0, 5, &[0], 1), 200);
@@ -767,7 +852,10 @@ mod tests {
         r.extend(std::iter::repeat(0xab).take(512));
         let o = d.handle_cmd(&r, CMD_RESP_SIZE);
         assert_eq!(resp(&o), (0, 0, 0, S_OK));
-        let o = d.handle_cmd(&req(0, 1, &[0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0], 1), CMD_RESP_SIZE + 512);
+        let o = d.handle_cmd(
+            &req(0, 1, &[0x28, 0, 0, 0, 0, 2, 0, 0, 1, 0], 1),
+            CMD_RESP_SIZE + 512,
+        );
         assert!(o.bytes[CMD_RESP_SIZE..].iter().all(|&b| b == 0xab));
     }
 
@@ -776,27 +864,54 @@ mod tests {
         let mut d = dev();
         let cap = CMD_RESP_SIZE + 512;
         ctl(&mut d, r#"{"cmd":"fault","fault":"used_len","extra":100}"#);
-        assert_eq!(d.handle_cmd(&req(0, 0, &READ1, 1), cap).used_len as usize, cap + 100);
-        assert_eq!(d.handle_cmd(&req(0, 0, &READ1, 1), cap).used_len as usize, cap, "count 1");
-        ctl(&mut d, r#"{"cmd":"fault","fault":"sense_len","sense_len":4000}"#);
+        assert_eq!(
+            d.handle_cmd(&req(0, 0, &READ1, 1), cap).used_len as usize,
+            cap + 100
+        );
+        assert_eq!(
+            d.handle_cmd(&req(0, 0, &READ1, 1), cap).used_len as usize,
+            cap,
+            "count 1"
+        );
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"sense_len","sense_len":4000}"#,
+        );
         let o = d.handle_cmd(&req(0, 0, &READ1, 1), cap);
         assert_eq!((resp(&o).0, resp(&o).2), (4000, scsi::CHECK_CONDITION));
         ctl(&mut d, r#"{"cmd":"fault","fault":"residual","extra":1}"#);
         assert_eq!(resp(&d.handle_cmd(&req(0, 0, &READ1, 1), cap)).1, 513);
-        ctl(&mut d, r#"{"cmd":"fault","fault":"response","code":66,"target":0,"lun":1}"#);
-        assert_eq!(resp(&d.handle_cmd(&req(0, 0, &READ1, 1), cap)).3, S_OK, "other LUN");
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"response","code":66,"target":0,"lun":1}"#,
+        );
+        assert_eq!(
+            resp(&d.handle_cmd(&req(0, 0, &READ1, 1), cap)).3,
+            S_OK,
+            "other LUN"
+        );
         assert_eq!(resp(&d.handle_cmd(&req(0, 1, &READ1, 1), cap)).3, 66);
     }
 
     #[test]
     fn fault_sense_by_opcode_count() {
         let mut d = dev();
-        ctl(&mut d, r#"{"cmd":"fault","fault":"sense","opcode":40,"count":2}"#);
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"sense","opcode":40,"count":2}"#,
+        );
         let cap = CMD_RESP_SIZE + 512;
-        assert_eq!(resp(&d.handle_cmd(&req(0, 0, &[0], 1), cap)).2, 0, "TUR untouched");
+        assert_eq!(
+            resp(&d.handle_cmd(&req(0, 0, &[0], 1), cap)).2,
+            0,
+            "TUR untouched"
+        );
         for _ in 0..2 {
             let o = d.handle_cmd(&req(0, 0, &READ1, 1), cap);
-            assert_eq!((resp(&o).2, o.bytes[12 + 2], o.bytes[12 + 12]), (2, 3, 0x11));
+            assert_eq!(
+                (resp(&o).2, o.bytes[12 + 2], o.bytes[12 + 12]),
+                (2, 3, 0x11)
+            );
         }
         assert_eq!(resp(&d.handle_cmd(&req(0, 0, &READ1, 1), cap)).2, 0);
     }
@@ -818,20 +933,33 @@ mod tests {
         let (o, ended) = d.handle_ctrl(&tmf, 1);
         assert_eq!(o.bytes, [S_OK]);
         assert_eq!(ended.len(), 1);
-        assert_eq!((ended[0].head, ended[0].bytes[11], ended[0].used_len), (5, S_ABORTED, 108));
+        assert_eq!(
+            (ended[0].head, ended[0].bytes[11], ended[0].used_len),
+            (5, S_ABORTED, 108)
+        );
         assert!(d.held.is_empty());
     }
 
     #[test]
     fn hold_ms_and_release() {
         let mut d = dev();
-        ctl(&mut d, r#"{"cmd":"fault","fault":"hold","ms":50,"count":0}"#);
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"hold","ms":50,"count":0}"#,
+        );
         for i in 0..2 {
             let o = d.handle_cmd(&req(0, 0, &READ1, i), CMD_RESP_SIZE + 512);
-            assert_eq!(d.hold(o, 2, i as u16, vec![], false), Some(Duration::from_millis(50)));
+            assert_eq!(
+                d.hold(o, 2, i as u16, vec![], false),
+                Some(Duration::from_millis(50))
+            );
         }
         assert!(d.take_due(Instant::now(), false).is_empty());
-        assert_eq!(d.take_due(Instant::now() + Duration::from_millis(60), false).len(), 2);
+        assert_eq!(
+            d.take_due(Instant::now() + Duration::from_millis(60), false)
+                .len(),
+            2
+        );
         let o = d.handle_cmd(&req(0, 0, &READ1, 9), CMD_RESP_SIZE + 512);
         d.hold(o, 2, 9, vec![], false);
         ctl(&mut d, r#"{"cmd":"release"}"#);
@@ -846,7 +974,10 @@ mod tests {
         tmf.extend_from_slice(&lun_bytes(0, 0));
         tmf.extend_from_slice(&0u64.to_le_bytes());
         assert_eq!(d.handle_ctrl(&tmf, 1).0.bytes, [S_OK]);
-        ctl(&mut d, r#"{"cmd":"fault","fault":"tmf_response","code":200}"#);
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"tmf_response","code":200}"#,
+        );
         assert_eq!(d.handle_ctrl(&tmf, 1).0.bytes, [200]);
         ctl(&mut d, r#"{"cmd":"fault","fault":"tmf_hold","ms":10}"#);
         assert_eq!(d.handle_ctrl(&tmf, 1).0.hold, Some((Some(10), false)));
@@ -861,29 +992,59 @@ mod tests {
     #[test]
     fn hotplug_media_reset_param_events() {
         let mut d = dev();
-        assert_eq!(ctl(&mut d, r#"{"cmd":"add_lun","target":2,"lun":3,"size":"1M"}"#)["ok"], true);
+        assert_eq!(
+            ctl(
+                &mut d,
+                r#"{"cmd":"add_lun","target":2,"lun":3,"size":"1M"}"#
+            )["ok"],
+            true
+        );
         let e = d.next_event().unwrap();
-        assert_eq!((u32le(&e), &e[4..12], u32le(&e[12..])), (T_TRANSPORT_RESET, &lun_bytes(2, 3)[..], EVT_RESET_RESCAN));
+        assert_eq!(
+            (u32le(&e), &e[4..12], u32le(&e[12..])),
+            (T_TRANSPORT_RESET, &lun_bytes(2, 3)[..], EVT_RESET_RESCAN)
+        );
         assert_eq!(resp(&d.handle_cmd(&req(2, 3, &[0], 1), 200)).2, 0);
         ctl(&mut d, r#"{"cmd":"remove_lun","target":2,"lun":3}"#);
         assert_eq!(u32le(&d.next_event().unwrap()[12..]), EVT_RESET_REMOVED);
-        assert_eq!(resp(&d.handle_cmd(&req(2, 3, &[0], 1), 200)).3, S_BAD_TARGET);
+        assert_eq!(
+            resp(&d.handle_cmd(&req(2, 3, &[0], 1), 200)).3,
+            S_BAD_TARGET
+        );
         // Media change: event only once subscribed.
-        let r = ctl(&mut d, r#"{"cmd":"change_medium","target":1,"lun":0,"size":"1M"}"#);
+        let r = ctl(
+            &mut d,
+            r#"{"cmd":"change_medium","target":1,"lun":0,"size":"1M"}"#,
+        );
         assert_eq!(r["notified"], false);
         assert!(d.next_event().is_none());
         d.an_subscribed = EVT_ASYNC_MEDIA_CHANGE;
-        ctl(&mut d, r#"{"cmd":"change_medium","target":1,"lun":0,"present":false}"#);
+        ctl(
+            &mut d,
+            r#"{"cmd":"change_medium","target":1,"lun":0,"present":false}"#,
+        );
         let e = d.next_event().unwrap();
-        assert_eq!((u32le(&e), u32le(&e[12..])), (T_ASYNC_NOTIFY, EVT_ASYNC_MEDIA_CHANGE));
+        assert_eq!(
+            (u32le(&e), u32le(&e[12..])),
+            (T_ASYNC_NOTIFY, EVT_ASYNC_MEDIA_CHANGE)
+        );
         ctl(&mut d, r#"{"cmd":"reset_hard","target":0,"lun":0}"#);
         let e = d.next_event().unwrap();
-        assert_eq!((u32le(&e), u32le(&e[12..])), (T_TRANSPORT_RESET, EVT_RESET_HARD));
+        assert_eq!(
+            (u32le(&e), u32le(&e[12..])),
+            (T_TRANSPORT_RESET, EVT_RESET_HARD)
+        );
         let o = d.handle_cmd(&req(0, 1, &[0], 1), 200);
-        assert_eq!((o.bytes[12 + 2], o.bytes[12 + 12]), (scsi::UNIT_ATTENTION, 0x29));
+        assert_eq!(
+            (o.bytes[12 + 2], o.bytes[12 + 12]),
+            (scsi::UNIT_ATTENTION, 0x29)
+        );
         ctl(&mut d, r#"{"cmd":"param_change","target":0,"lun":0}"#);
         let e = d.next_event().unwrap();
-        assert_eq!((u32le(&e), u32le(&e[12..])), (T_PARAM_CHANGE, 0x2a | 0x09 << 8));
+        assert_eq!(
+            (u32le(&e), u32le(&e[12..])),
+            (T_PARAM_CHANGE, 0x2a | 0x09 << 8)
+        );
         assert!(ctl(&mut d, r#"{"cmd":"change_medium","target":0,"lun":0}"#)["ok"] == false);
         assert!(ctl(&mut d, r#"{"cmd":"bogus"}"#)["ok"] == false);
     }
@@ -900,7 +1061,10 @@ mod tests {
         d.drop_undeliverable();
         assert!(d.pending_events.is_empty());
         ctl(&mut d, r#"{"cmd":"param_change","target":0,"lun":0}"#);
-        assert_eq!(u32le(&d.next_event().unwrap()), T_PARAM_CHANGE | T_EVENTS_MISSED);
+        assert_eq!(
+            u32le(&d.next_event().unwrap()),
+            T_PARAM_CHANGE | T_EVENTS_MISSED
+        );
         assert_eq!(d.stats.events_dropped, 6);
     }
 }

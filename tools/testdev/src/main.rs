@@ -94,9 +94,13 @@ fn serve_control(shared: Shared, conn: UnixStream) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut socket, mut control, mut luns) = (None, None, Vec::new());
-    let (mut queues, mut t10_pi, mut event_idx, mut parent, mut verbose) = (8usize, false, true, None, false);
+    let (mut queues, mut t10_pi, mut event_idx, mut parent, mut verbose) =
+        (8usize, false, true, None, false);
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--socket" => socket = Some(val()),
             "--control" => control = Some(val()),
@@ -104,7 +108,13 @@ fn main() {
             "--queues" => queues = val().parse().unwrap_or_else(|_| usage("bad --queues")),
             "--t10-pi" => t10_pi = true,
             "--no-event-idx" => event_idx = false,
-            "--parent" => parent = Some(val().parse::<i32>().unwrap_or_else(|_| usage("bad --parent"))),
+            "--parent" => {
+                parent = Some(
+                    val()
+                        .parse::<i32>()
+                        .unwrap_or_else(|_| usage("bad --parent")),
+                )
+            }
             "-v" | "--verbose" => verbose = true,
             "-h" | "--help" => usage("help"),
             o => usage(&format!("unknown argument {o}")),
@@ -118,7 +128,10 @@ fn main() {
     let mut dev = Device::new();
     dev.t10_pi = t10_pi;
     for v in &luns {
-        let (t, l) = (v["target"].as_u64().unwrap() as u8, v["lun"].as_u64().unwrap() as u16);
+        let (t, l) = (
+            v["target"].as_u64().unwrap() as u8,
+            v["lun"].as_u64().unwrap() as u16,
+        );
         match Device::make_lun(v, t, l) {
             Ok(mut lun) => {
                 if t10_pi && lun.kind == scsi::Kind::Disk {
@@ -170,8 +183,12 @@ fn main() {
         });
     }
 
-    let listener = Listener::new(&socket, true).unwrap_or_else(|e| usage(&format!("{socket}: {e:?}")));
-    eprintln!("vsrs-testdev: listening on {socket}, {} LUNs, {queues} request queues", luns.len());
+    let listener =
+        Listener::new(&socket, true).unwrap_or_else(|e| usage(&format!("{socket}: {e:?}")));
+    eprintln!(
+        "vsrs-testdev: listening on {socket}, {} LUNs, {queues} request queues",
+        luns.len()
+    );
     if let Err(e) = daemon.start(listener) {
         eprintln!("vsrs-testdev: start: {e:?}");
         exit(1);

@@ -83,10 +83,17 @@ impl CmdResult {
         CmdResult::default()
     }
     pub fn data(d: Vec<u8>) -> Self {
-        CmdResult { data_in: d, ..Default::default() }
+        CmdResult {
+            data_in: d,
+            ..Default::default()
+        }
     }
     pub fn check(key: u8, asc: u8, ascq: u8) -> Self {
-        CmdResult { status: CHECK_CONDITION, sense: sense(key, asc, ascq), ..Default::default() }
+        CmdResult {
+            status: CHECK_CONDITION,
+            sense: sense(key, asc, ascq),
+            ..Default::default()
+        }
     }
     pub fn invalid_opcode() -> Self {
         Self::check(ILLEGAL_REQUEST, 0x20, 0x00)
@@ -178,7 +185,9 @@ impl Lun {
 
     /// Blocks of the medium (0 without one).
     pub fn blocks(&self) -> u64 {
-        self.store.as_ref().map_or(0, |s| s.len() / self.block_size as u64)
+        self.store
+            .as_ref()
+            .map_or(0, |s| s.len() / self.block_size as u64)
     }
 
     /// Inserts (Some(size)) or ejects (None) a CD medium; raises the unit
@@ -192,7 +201,11 @@ impl Lun {
     pub fn set_pi(&mut self, on: bool) {
         self.pi = on;
         // Guard 0xffff / app 0xffff: "no PI yet" (escape) until written.
-        self.pi_store = if on { vec![0xff; self.blocks() as usize * 8] } else { Vec::new() };
+        self.pi_store = if on {
+            vec![0xff; self.blocks() as usize * 8]
+        } else {
+            Vec::new()
+        };
     }
 
     pub fn inquiry_std(&self) -> Vec<u8> {
@@ -205,7 +218,11 @@ impl Lun {
         d[5] = if self.pi { 0x01 } else { 0 }; // PROTECT
         d[7] = 0x02; // CMDQUE
         d[8..16].copy_from_slice(b"VSRS    ");
-        let prod: &[u8; 16] = if self.kind == Kind::Disk { b"TESTDEV DISK    " } else { b"TESTDEV CD      " };
+        let prod: &[u8; 16] = if self.kind == Kind::Disk {
+            b"TESTDEV DISK    "
+        } else {
+            b"TESTDEV CD      "
+        };
         d[16..32].copy_from_slice(prod);
         d[32..36].copy_from_slice(b"0001");
         d
@@ -354,7 +371,10 @@ impl Lun {
                 if data_out.len() > hdr + 2 && data_out[hdr] & 0x3f == 0x08 {
                     self.write_cache = data_out[hdr + 2] & 0x04 != 0;
                 }
-                CmdResult { data_out_used: data_out.len(), ..Default::default() }
+                CmdResult {
+                    data_out_used: data_out.len(),
+                    ..Default::default()
+                }
             }
             0x1b | 0x1e | 0x2f => CmdResult::good(), // START STOP, PREVENT ALLOW, VERIFY
             0x35 | 0x91 => {
@@ -451,7 +471,11 @@ impl Lun {
         let bs = self.block_size as u64;
         let bytes = (nblocks * bs) as usize;
         // With PI (RDPROTECT/WRPROTECT != 0) 8 bytes per block travel too.
-        let protect = if matches!(op, 0x08 | 0x0a) { 0 } else { cdb[1] >> 5 };
+        let protect = if matches!(op, 0x08 | 0x0a) {
+            0
+        } else {
+            cdb[1] >> 5
+        };
         let pi = self.pi && protect != 0;
         let store = self.store.as_mut().unwrap();
         if write {
@@ -478,7 +502,10 @@ impl Lun {
                 let at = lba as usize * 8;
                 self.pi_store[at..at + pi_bytes].copy_from_slice(pi_part);
             }
-            CmdResult { data_out_used: bytes + pi_bytes, ..Default::default() }
+            CmdResult {
+                data_out_used: bytes + pi_bytes,
+                ..Default::default()
+            }
         } else {
             let mut buf = vec![0u8; bytes];
             if store.read(lba * bs, &mut buf).is_err() {
@@ -503,7 +530,11 @@ pub fn crc_t10dif(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= (b as u16) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x8bb7 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x8bb7
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -552,7 +583,10 @@ mod tests {
         let mut l = Lun::ram_disk(1 << 20, "s");
         let r = l.execute(&cdb(&[0x25]), &[]);
         assert_eq!(r.data_in, [0, 0, 0x07, 0xff, 0, 0, 2, 0]);
-        let r = l.execute(&cdb(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]), &[]);
+        let r = l.execute(
+            &cdb(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]),
+            &[],
+        );
         assert_eq!(be64(&r.data_in), 2047);
         let data: Vec<u8> = (0..1024).map(|i| i as u8).collect();
         let r = l.execute(&cdb(&[0x2a, 0, 0, 0, 0, 10, 0, 0, 2]), &data);
@@ -569,7 +603,10 @@ mod tests {
     fn unknown_opcode_and_mode_sense() {
         let mut l = Lun::ram_disk(1 << 20, "s");
         let r = l.execute(&cdb(&[0xd5]), &[]);
-        assert_eq!((r.status, r.sense[2], r.sense[12]), (CHECK_CONDITION, ILLEGAL_REQUEST, 0x20));
+        assert_eq!(
+            (r.status, r.sense[2], r.sense[12]),
+            (CHECK_CONDITION, ILLEGAL_REQUEST, 0x20)
+        );
         let r = l.execute(&cdb(&[0x1a, 0, 0x08, 0, 255]), &[]);
         assert_eq!(r.data_in[0] as usize, r.data_in.len() - 1);
         assert_eq!(r.data_in[4], 0x08);

@@ -24,7 +24,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|testdev C driver|testdev virtio_scsi_rs"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -134,6 +134,15 @@ guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=8192" 
 
 guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
 	"VSRS_CYCLES=20" lifecycle.sh
+
+# The programmable test device (tools/testdev, a vhost-user-scsi backend)
+# with the in-tree C driver and with virtio_scsi_rs.
+for drv in "c:C driver" "rs:virtio_scsi_rs"; do
+	IFS=: read -r d dname <<<"$drv"
+	guest "testdev $dname" \
+		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
+		"VSRS_DRIVER=$d" testdev.sh
+done
 
 echo "1..$n"
 echo "# selftests: $pass passed, $fail failed"

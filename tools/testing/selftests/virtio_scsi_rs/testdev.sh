@@ -1,0 +1,86 @@
+#!/bin/bash
+# Guest test: the programmable test device (tools/testdev, run-guest --testdev)
+# with one driver. run_tests.sh gives the device two 64 MiB RAM disks at 0:0
+# and 0:1 (serials tdev-T-L) and a CD at 1:0.
+#
+# Environment:
+#   VSRS_DRIVER   c: the in-tree C driver (modprobe virtio_scsi); else virtio_scsi_rs
+#   VSRS_FIO_SIZE fio size per job (default 8M)
+cd "$(dirname "$0")" && . ./lib.sh
+
+port=/dev/virtio-ports/vsrs.testdev
+# ctl JSON: one command on the device's control socket, prints the reply.
+ctl() {
+	local reply
+	[ -e /proc/self/fd/7 ] || exec 7<>"$port"
+	echo "$1" >&7
+	read -r -t 20 reply <&7 || reply='{"ok":false,"error":"no reply"}'
+	echo "$reply"
+}
+ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }
+
+# Block devices whose VPD serial is tdev-T-L, as "T-L /dev/sdX" lines.
+tdev_disks() {
+	local b s
+	for b in /sys/block/sd* /sys/block/sr*; do
+		[ -e "$b/device/vpd_pg80" ] || continue
+		s=$(tail -c +5 "$b/device/vpd_pg80" | tr -d '\0 ')
+		case $s in tdev-*) echo "${s#tdev-} /dev/${b##*/}" ;; esac
+	done | sort
+}
+dev_of() { tdev_disks | awk -v k="$1" '$1 == k {print $2}'; }
+wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
+	local i n=$(($1 * 2)); shift
+	for i in $(seq 1 "$n"); do "$@" && return 0; sleep 0.5; done
+	"$@"
+}
+has_disk() { [ -n "$(dev_of "$1")" ]; }
+no_disk() { [ -z "$(dev_of "$1")" ]; }
+
+driver=${VSRS_DRIVER:-rs}
+begin "testdev $driver"
+check "control socket answers status" ctl_ok '{"cmd":"status"}'
+if [ "$driver" = c ]; then
+	check "modprobe virtio_scsi (C driver)" modprobe virtio_scsi
+else
+	check "insmod virtio_scsi_rs" load
+fi
+two_disks() { [ "$(tdev_disks | grep -c '^0-[01] /dev/sd')" -eq 2 ]; }
+check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
+tdev_disks | diag
+d0=$(dev_of 0-0) d1=$(dev_of 0-1)
+expect_eq "$d0 size (512-byte sectors)" "$(cat /sys/block/${d0##*/}/size 2>/dev/null)" 131072
+check "fio randwrite crc32c verify on $d0 $d1" fio_verify 2 "${VSRS_FIO_SIZE:-8M}" "$d0" "$d1"
+
+# Hotplug through the event queue: TRANSPORT_RESET RESCAN / REMOVED.
+check "add_lun 0:2 (RESCAN event)" ctl_ok '{"cmd":"add_lun","target":0,"lun":2,"size":"16M"}'
+check "disk 0:2 appears" wait_for 60 has_disk 0-2
+check "remove_lun 0:2 (REMOVED event)" ctl_ok '{"cmd":"remove_lun","target":0,"lun":2}'
+check "disk 0:2 goes away" wait_for 60 no_disk 0-2
+
+# A medium error on one read: that read fails, the disk stays usable.
+check "fault: next READ(10) on 0:1 gets MEDIUM ERROR" \
+	ctl_ok '{"cmd":"fault","fault":"sense","target":0,"lun":1,"opcode":40,"key":3,"asc":17}'
+if dd if="$d1" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null; then
+	not_ok "the faulted read fails"
+else
+	ok "the faulted read fails"
+fi
+check "the next read of $d1 succeeds" dd if="$d1" of=/dev/null bs=4k count=1 iflag=direct status=none
+check "$d0 unaffected" dd if="$d0" of=/dev/null bs=64k count=16 iflag=direct status=none
+
+# A request held for 3 s completes late but completes.
+check "fault: hold the next READ(10) on 0:0 for 3000 ms" \
+	ctl_ok '{"cmd":"fault","fault":"hold","ms":3000,"target":0,"lun":0,"opcode":40}'
+start=$(date +%s%N)
+check "the held read completes" dd if="$d0" of=/dev/null bs=4k count=1 skip=100 iflag=direct status=none
+ms=$((($(date +%s%N) - start) / 1000000))
+check "...after the hold (${ms} ms)" test "$ms" -ge 2500
+
+check "no kernel warnings, oopses or lockdep reports" no_kernel_reports
+ctl '{"cmd":"status"}' | diag
+if [ "$driver" = c ]; then
+	check "rmmod virtio_scsi" bash -c 'udevadm settle; rmmod virtio_scsi'
+else
+	check "rmmod virtio_scsi_rs" unload
+fi
