@@ -194,6 +194,9 @@ impl Backend {
                 continue;
             }
             self.complete(vring, head, &segs, &o.bytes, o.used_len);
+            if o.stray {
+                let _ = vring.add_used(head, o.used_len);
+            }
             any = true;
         }
         if any {
@@ -323,5 +326,141 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<EventFd> {
         self.exit_event.try_clone().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{lun_bytes, CMD_RESP_SIZE};
+    use crate::scsi::Lun;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::{mock::MockSplitQueue, Descriptor};
+    use vm_memory::Address;
+
+    /// A backend with one 1 MiB disk at 0:0 and three vrings; queue 2 holds
+    /// one chain: the request (51 bytes) and writable buffers of `wlens`.
+    fn setup(
+        cdb: &[u8],
+        wlens: &[u32],
+    ) -> (
+        Backend,
+        Vec<VringRwLock>,
+        GuestMemoryAtomic<GuestMemoryMmap>,
+        u64,
+    ) {
+        let mem = GuestMemoryAtomic::new(
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap(),
+        );
+        let mut req = lun_bytes(0, 0).to_vec();
+        req.extend_from_slice(&7u64.to_le_bytes());
+        req.extend_from_slice(&[0; 3]);
+        let mut c = [0u8; 32];
+        c[..cdb.len()].copy_from_slice(cdb);
+        req.extend_from_slice(&c);
+        mem.memory()
+            .write_slice(&req, GuestAddress(0x10_0000))
+            .unwrap();
+        let mut v = vec![Descriptor::new(0x10_0000, req.len() as u32, 0, 0)];
+        for (i, &l) in wlens.iter().enumerate() {
+            v.push(Descriptor::new(
+                0x20_0000 + i as u64 * 0x1_0000,
+                l,
+                VRING_DESC_F_WRITE as u16,
+                0,
+            ));
+        }
+        let m = mem.memory();
+        let queue = MockSplitQueue::new(&*m, 16);
+        queue.build_desc_chain(&v).unwrap();
+        m.write_obj(0u16, queue.avail_addr().unchecked_add(4))
+            .unwrap();
+        m.write_obj(1u16, queue.avail_addr().unchecked_add(2))
+            .unwrap();
+        let vrings: Vec<VringRwLock> = (0..3)
+            .map(|_| VringRwLock::new(mem.clone(), 16).unwrap())
+            .collect();
+        vrings[2].set_queue_size(16);
+        vrings[2]
+            .set_queue_info(
+                queue.desc_table_addr().0,
+                queue.avail_addr().0,
+                queue.used_addr().0,
+            )
+            .unwrap();
+        vrings[2].set_queue_ready(true);
+        let mut dev = Device::new();
+        let mut lun = Lun::ram_disk(1 << 20, "x");
+        lun.execute(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[0x5a; 512]);
+        dev.luns.insert((0, 0), lun);
+        let mut b = Backend::new(dev, 1).unwrap();
+        b.update_memory(mem.clone()).unwrap();
+        let used = queue.used_addr().0;
+        (b, vrings, mem, used)
+    }
+
+    fn used_entry(mem: &GuestMemoryAtomic<GuestMemoryMmap>, used: u64, i: u64) -> (u16, u32) {
+        let m = mem.memory();
+        let idx: u16 = m.read_obj(GuestAddress(used + 2)).unwrap();
+        assert!(u64::from(idx) > i, "used idx {idx}");
+        let id: u32 = m.read_obj(GuestAddress(used + 4 + 8 * i)).unwrap();
+        let len: u32 = m.read_obj(GuestAddress(used + 8 + 8 * i)).unwrap();
+        (id as u16, len)
+    }
+
+    #[test]
+    fn read_through_the_vring_split_buffers() {
+        // Response header in one buffer, data-in split over two.
+        let (mut b, vrings, mem, used) =
+            setup(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[108, 200, 400]);
+        b.process_queue(2, &vrings).unwrap();
+        assert_eq!(used_entry(&mem, used, 0), (0, CMD_RESP_SIZE as u32 + 512));
+        let m = mem.memory();
+        let mut r = [0u8; 12];
+        m.read_slice(&mut r, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(
+            (
+                u32::from_le_bytes(r[4..8].try_into().unwrap()),
+                r[10],
+                r[11]
+            ),
+            (88, 0, 0)
+        );
+        let mut d = vec![0u8; 400];
+        m.read_slice(&mut d[..200], GuestAddress(0x21_0000))
+            .unwrap();
+        m.read_slice(&mut d[200..], GuestAddress(0x22_0000))
+            .unwrap();
+        assert!(d[..312].iter().all(|&x| x == 0x5a));
+    }
+
+    #[test]
+    fn used_len_fault_and_stray_through_the_vring() {
+        let (mut b, vrings, mem, used) = setup(&[0x00], &[108]);
+        b.dev
+            .control(&serde_json::json!({"cmd":"fault","fault":"used_len","extra":1000}));
+        b.dev
+            .control(&serde_json::json!({"cmd":"fault","fault":"stray"}));
+        b.process_queue(2, &vrings).unwrap();
+        assert_eq!(used_entry(&mem, used, 0), (0, 1108));
+        assert_eq!(
+            used_entry(&mem, used, 1),
+            (0, 1108),
+            "the same head completed twice"
+        );
+    }
+
+    #[test]
+    fn held_request_completes_on_kick_after_release() {
+        let (mut b, vrings, mem, used) = setup(&[0x00], &[108]);
+        b.dev
+            .control(&serde_json::json!({"cmd":"fault","fault":"hold"}));
+        b.process_queue(2, &vrings).unwrap();
+        let idx: u16 = mem.memory().read_obj(GuestAddress(used + 2)).unwrap();
+        assert_eq!(idx, 0, "held");
+        assert_eq!(b.dev.held.len(), 1);
+        b.dev.control(&serde_json::json!({"cmd":"release"}));
+        b.on_kick(&vrings);
+        assert_eq!(used_entry(&mem, used, 0), (0, 108));
     }
 }

@@ -90,6 +90,9 @@ pub enum Fault {
     Hold(Option<u64>),
     /// PI: report a guard check error (the command's data is returned).
     GuardError,
+    /// After the completion, a second used-ring entry for the same head: a
+    /// completion for a descriptor the driver has not (or no longer) submitted.
+    Stray,
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +147,8 @@ pub struct Outcome {
     pub target: u8,
     pub lun: u16,
     pub tag: u64,
+    /// Also complete the head a second time (Fault::Stray).
+    pub stray: bool,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -368,6 +373,12 @@ impl Device {
             if let Fault::UsedLenOver(extra) = rule.fault {
                 out.used_len = (in_cap as u32).saturating_add(extra);
             }
+        }
+        if self
+            .take_rule(false, t, l, op, |f| *f == Fault::Stray)
+            .is_some()
+        {
+            out.stray = true;
         }
         if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::Hold(_))) {
             if let Fault::Hold(ms) = rule.fault {
@@ -634,6 +645,7 @@ impl Device {
             "hold" | "tmf_hold" => Fault::Hold(v.get("ms").and_then(Value::as_u64)),
             "tmf_response" => Fault::Response(num("code", S_FUNCTION_REJECTED as u64) as u8),
             "guard" => Fault::GuardError,
+            "stray" => Fault::Stray,
             o => return Err(format!("unknown fault {o}")),
         };
         Ok(Rule {
@@ -914,6 +926,17 @@ mod tests {
             );
         }
         assert_eq!(resp(&d.handle_cmd(&req(0, 0, &READ1, 1), cap)).2, 0);
+    }
+
+    #[test]
+    fn fault_stray_completion() {
+        let mut d = dev();
+        ctl(&mut d, r#"{"cmd":"fault","fault":"stray","lun":1}"#);
+        assert!(!d.handle_cmd(&req(0, 0, &READ1, 1), 700).stray);
+        let o = d.handle_cmd(&req(0, 1, &READ1, 1), 700);
+        assert!(o.stray);
+        assert_eq!(resp(&o).3, S_OK);
+        assert!(!d.handle_cmd(&req(0, 1, &READ1, 1), 700).stray);
     }
 
     #[test]
