@@ -283,6 +283,13 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
         VhostUserProtocolFeatures::MQ
     }
 
+    fn acked_features(&mut self, features: u64) {
+        self.dev.acked_features = features;
+        if self.verbose {
+            eprintln!("testdev: driver features {features:#x}");
+        }
+    }
+
     fn set_event_idx(&mut self, enabled: bool) {
         self.event_idx = enabled;
     }

@@ -172,6 +172,8 @@ pub struct Device {
     pub stats: Stats,
     /// Event buffers the driver has posted (kept up to date by the backend).
     pub event_bufs: usize,
+    /// Features the front-end acked (those vhost-user passes on).
+    pub acked_features: u64,
 }
 
 impl Device {
@@ -186,6 +188,7 @@ impl Device {
             held: Vec::new(),
             stats: Stats::default(),
             event_bufs: 0,
+            acked_features: 0,
         }
     }
 
@@ -691,6 +694,7 @@ impl Device {
                 "event_buffers": self.event_bufs,
                 "pending_events": self.pending_events.len(),
                 "an_subscribed": self.an_subscribed,
+                "acked_features": format!("{:#x}", self.acked_features),
                 "rules": self.rules.iter().filter(|r| r.count != Some(0)).count(),
                 "stats": {
                     "cmds": self.stats.cmds, "tmfs": self.stats.tmfs, "an": self.stats.an,
