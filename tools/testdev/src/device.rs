@@ -90,6 +90,9 @@ pub enum Fault {
     Hold(Option<u64>),
     /// PI: report a guard check error (the command's data is returned).
     GuardError,
+    /// PI: corrupt the first guard tag a read returns (the driver's side
+    /// must catch it).
+    BadGuard,
     /// After the completion, a second used-ring entry for the same head: a
     /// completion for a descriptor the driver has not (or no longer) submitted.
     Stray,
@@ -293,7 +296,6 @@ impl Device {
                 if pi_out as usize > data_out.len() {
                     pi_out = 0;
                 }
-                let _ = pi_in; // PI bytes in front of the data-in: Lun::rw puts them there
                 if op == 0xa0 {
                     let alloc = u32::from_be_bytes(cdb[6..10].try_into().unwrap()) as usize;
                     scsi::CmdResult::data(self.report_luns(t, alloc))
@@ -328,6 +330,14 @@ impl Device {
             r.sense = scsi::sense(scsi::ABORTED_COMMAND, 0x10, 0x01);
         }
 
+        if pi_in >= 8 && r.data_in.len() >= 8 {
+            if self
+                .take_rule(false, t, l, op, |f| *f == Fault::BadGuard)
+                .is_some()
+            {
+                r.data_in[0] ^= 0xff;
+            }
+        }
         let mut response = S_OK;
         let mut residual = if r.data_in.is_empty() {
             data_out.len().saturating_sub(r.data_out_used) as u32
@@ -648,6 +658,7 @@ impl Device {
             "hold" | "tmf_hold" => Fault::Hold(v.get("ms").and_then(Value::as_u64)),
             "tmf_response" => Fault::Response(num("code", S_FUNCTION_REJECTED as u64) as u8),
             "guard" => Fault::GuardError,
+            "bad_guard" => Fault::BadGuard,
             "stray" => Fault::Stray,
             o => return Err(format!("unknown fault {o}")),
         };
@@ -941,6 +952,62 @@ mod tests {
         assert!(o.stray);
         assert_eq!(resp(&o).3, S_OK);
         assert!(!d.handle_cmd(&req(0, 1, &READ1, 1), 700).stray);
+    }
+
+    fn pi_req(cdb: &[u8], pi_out: u32, pi_in: u32) -> Vec<u8> {
+        let mut r = lun_bytes(0, 0).to_vec();
+        r.extend_from_slice(&1u64.to_le_bytes());
+        r.extend_from_slice(&[0, 0, 0]);
+        r.extend_from_slice(&pi_out.to_le_bytes());
+        r.extend_from_slice(&pi_in.to_le_bytes());
+        let mut c = [0u8; CDB_SIZE];
+        c[..cdb.len()].copy_from_slice(cdb);
+        r.extend_from_slice(&c);
+        r
+    }
+
+    #[test]
+    fn t10_pi_write_read_guard() {
+        let mut d = dev();
+        d.t10_pi = true;
+        d.luns.get_mut(&(0, 0)).unwrap().set_pi(true);
+        let data = vec![0x33u8; 512];
+        let guard = scsi::crc_t10dif(&data);
+        let mut pi = guard.to_be_bytes().to_vec();
+        pi.extend_from_slice(&[0, 0, 0, 0, 0, 5]);
+        // WRITE(10) with WRPROTECT=1: PI then data.
+        let mut r = pi_req(&[0x2a, 0x20, 0, 0, 0, 5, 0, 0, 1, 0], 8, 0);
+        r.extend_from_slice(&pi);
+        r.extend_from_slice(&data);
+        assert_eq!(resp(&d.handle_cmd(&r, CMD_RESP_SIZE)).2, scsi::GOOD);
+        // A wrong guard is refused (device-side check).
+        let mut bad = r.clone();
+        bad[CMD_REQ_PI_SIZE] ^= 1;
+        let o = d.handle_cmd(&bad, CMD_RESP_SIZE);
+        assert_eq!(
+            (o.bytes[12 + 2], o.bytes[12 + 12], o.bytes[12 + 13]),
+            (scsi::ABORTED_COMMAND, 0x10, 1)
+        );
+        // READ(10) RDPROTECT=1: PI then data back.
+        let rd = pi_req(&[0x28, 0x20, 0, 0, 0, 5, 0, 0, 1, 0], 0, 8);
+        let o = d.handle_cmd(&rd, CMD_RESP_SIZE + 520);
+        assert_eq!(&o.bytes[CMD_RESP_SIZE..CMD_RESP_SIZE + 8], &pi[..]);
+        assert_eq!(&o.bytes[CMD_RESP_SIZE + 8..], &data[..]);
+        ctl(&mut d, r#"{"cmd":"fault","fault":"bad_guard"}"#);
+        let o = d.handle_cmd(&rd, CMD_RESP_SIZE + 520);
+        assert_ne!(&o.bytes[CMD_RESP_SIZE..CMD_RESP_SIZE + 2], &pi[..2]);
+        ctl(&mut d, r#"{"cmd":"fault","fault":"guard"}"#);
+        let o = d.handle_cmd(&rd, CMD_RESP_SIZE + 520);
+        assert_eq!(
+            (resp(&o).2, o.bytes[12 + 12]),
+            (scsi::CHECK_CONDITION, 0x10)
+        );
+        // READ CAPACITY(16) says PROT_EN.
+        let o = d.handle_cmd(
+            &pi_req(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32], 0, 0),
+            200,
+        );
+        assert_eq!(o.bytes[CMD_RESP_SIZE + 12], 1);
     }
 
     #[test]
