@@ -4,7 +4,8 @@
 # and 0:1 (serials tdev-T-L) and a CD at 1:0.
 #
 # Environment:
-#   VSRS_DRIVER   c: the in-tree C driver (modprobe virtio_scsi); else virtio_scsi_rs
+#   VSRS_DRIVER   c: the in-tree C driver (insmod virtio_scsi.ko); else virtio_scsi_rs
+#   VSRS_C_KO     the C driver's virtio_scsi.ko (default: found from /proc/cmdline)
 #   VSRS_FIO_SIZE fio size per job (default 8M)
 cd "$(dirname "$0")" && . ./lib.sh
 
@@ -38,10 +39,13 @@ has_disk() { [ -n "$(dev_of "$1")" ]; }
 no_disk() { [ -z "$(dev_of "$1")" ]; }
 
 driver=${VSRS_DRIVER:-rs}
+# The C driver's module in the guest kernel's tree (modprobe does not find
+# it: vng links the modules under another version).
+c_ko=${VSRS_C_KO:-$(sed -n 's/.*virtme_link_mods=\([^ ]*\).*/\1/p' /proc/cmdline)/kernel/drivers/scsi/virtio_scsi.ko}
 begin "testdev $driver"
 check "control socket answers status" ctl_ok '{"cmd":"status"}'
 if [ "$driver" = c ]; then
-	check "modprobe virtio_scsi (C driver)" modprobe virtio_scsi
+	check "insmod virtio_scsi.ko (C driver)" insmod "$c_ko"
 else
 	check "insmod virtio_scsi_rs" load
 fi

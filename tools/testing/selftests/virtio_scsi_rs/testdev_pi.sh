@@ -24,9 +24,12 @@ disk() {
 wait_disk() { local i; for i in $(seq 1 240); do [ -n "$(disk)" ] && return 0; sleep 0.5; done; return 1; }
 
 driver=${VSRS_DRIVER:-rs}
+# The C driver's module in the guest kernel's tree (modprobe does not find
+# it: vng links the modules under another version).
+c_ko=${VSRS_C_KO:-$(sed -n 's/.*virtme_link_mods=\([^ ]*\).*/\1/p' /proc/cmdline)/kernel/drivers/scsi/virtio_scsi.ko}
 begin "testdev PI $driver"
 if [ "$driver" = c ]; then
-	check "modprobe virtio_scsi (C driver)" modprobe virtio_scsi
+	check "insmod virtio_scsi.ko (C driver)" insmod "$c_ko"
 else
 	check "insmod virtio_scsi_rs" load
 fi
