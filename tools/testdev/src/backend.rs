@@ -93,8 +93,10 @@ impl Backend {
         q: usize,
         vring: &VringRwLock,
     ) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
-        let mem = self.mem.as_ref().ok_or_else(|| err("no memory"))?.memory();
         let mut out = Vec::new();
+        let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
+            return Ok(out);
+        };
         let mut state = vring.get_mut();
         let queue = state.get_queue_mut();
         if !queue.ready() {
@@ -244,6 +246,7 @@ impl Backend {
 
     fn on_kick(&mut self, vrings: &[VringRwLock]) {
         let _ = self.kick.read();
+        let _ = self.process_queue(EVENT_QUEUE as usize, vrings);
         for h in self.dev.take_due(Instant::now(), false) {
             self.check_reset(h.queue as usize, &vrings[h.queue as usize]);
             if h.queue as usize == EVENT_QUEUE as usize {
@@ -327,6 +330,14 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
             }
         } else {
             self.process_queue(q, vrings)?;
+        }
+        // The control and event queues are kicked rarely (the event queue
+        // once, when the driver posts its buffers): a kick that came before
+        // the ring was enabled is lost. Look at them on every event.
+        for other in [CTRL_QUEUE as usize, EVENT_QUEUE as usize] {
+            if other != q {
+                let _ = self.process_queue(other, vrings);
+            }
         }
         Ok(false)
     }

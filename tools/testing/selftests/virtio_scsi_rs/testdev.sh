@@ -25,14 +25,17 @@ tdev_disks() {
 	local b s
 	for b in /sys/block/sd* /sys/block/sr*; do
 		[ -e "$b/device/vpd_pg80" ] || continue
-		s=$(tail -c +5 "$b/device/vpd_pg80" | tr -d '\0 ')
-		case $s in tdev-*) echo "${s#tdev-} /dev/${b##*/}" ;; esac
-	done | sort
+		# Bash only (every process costs under TCG); read drops the NULs.
+		s=
+		read -r s <"$b/device/vpd_pg80" 2>/dev/null
+		case $s in *tdev-*) echo "${s#*tdev-} /dev/${b##*/}" ;; esac
+	done
 }
 dev_of() { tdev_disks | awk -v k="$1" '$1 == k {print $2}'; }
-wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
-	local i n=$(($1 * 2)); shift
-	for i in $(seq 1 "$n"); do "$@" && return 0; sleep 0.5; done
+wait_for() { # SECONDS COMMAND...: until COMMAND succeeds (wall clock: under
+	# TCG one try can take seconds)
+	local end=$((SECONDS + $1)); shift
+	while [ "$SECONDS" -lt "$end" ]; do "$@" && return 0; sleep 0.5; done
 	"$@"
 }
 has_disk() { [ -n "$(dev_of "$1")" ]; }
