@@ -3,8 +3,12 @@
 //! backend for QEMU's vhost-user-scsi-pci. See Documentation/virtio_scsi_rs.rst.
 //!
 //!   vsrs-testdev --socket PATH [--control PATH] [--lun T:L:TYPE[:ARG]]...
-//!                [--queues N] [--t10-pi] [--no-event-idx] [--parent PID] [-v]
+//!                [--queues N] [--t10-pi] [--event-idx] [--parent PID] [-v]
 //!
+//! VIRTIO_RING_F_EVENT_IDX is off unless --event-idx: QEMU 7.2's
+//! vhost-user-scsi starts the backend without passing the driver's acked
+//! features (the backend would not know the driver uses event indexes and
+//! never publish avail_event: the driver then stops kicking).
 //! TYPE: disk (ARG: size, default 64M), cd (ARG: medium size, or "empty"),
 //! file (ARG: path of an image, used read-write).
 
@@ -33,7 +37,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("vsrs-testdev: {msg}");
     eprintln!(
         "usage: vsrs-testdev --socket PATH [--control PATH] [--lun T:L:disk[:SIZE]|T:L:cd[:SIZE|empty]|T:L:file:PATH]...\n\
-         \x20                   [--queues N] [--t10-pi] [--no-event-idx] [--parent PID] [-v]"
+         \x20                   [--queues N] [--t10-pi] [--event-idx] [--parent PID] [-v]"
     );
     exit(2)
 }
@@ -95,7 +99,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut socket, mut control, mut luns) = (None, None, Vec::new());
     let (mut queues, mut t10_pi, mut event_idx, mut parent, mut verbose) =
-        (8usize, false, true, None, false);
+        (8usize, false, false, None, false);
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
@@ -108,6 +112,7 @@ fn main() {
             "--queues" => queues = val().parse().unwrap_or_else(|_| usage("bad --queues")),
             "--t10-pi" => t10_pi = true,
             "--no-event-idx" => event_idx = false,
+            "--event-idx" => event_idx = true,
             "--parent" => {
                 parent = Some(
                     val()
