@@ -34,6 +34,14 @@ read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \(
 [ "$p" -gt 0 ] || f=$((f + 1))
 tally "$p" "$f"
 
+step "host unit tests (cargo test, tools/testdev/)"
+out=$(cd tools/testdev && nice cargo test --quiet 2>&1)
+echo "$out" | tail -n 30
+read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
+	awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+[ "$p" -gt 0 ] || f=$((f + 1))
+tally "$p" "$f"
+
 step "module build with the kernel's clippy lints, rustfmt"
 # shellcheck disable=SC2086 # kargs are make words
 make -s -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs clean >/dev/null 2>&1

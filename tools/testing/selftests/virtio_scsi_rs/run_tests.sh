@@ -30,7 +30,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf|testdev C driver|testdev virtio_scsi_rs|testdev T10 PI C driver"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -184,6 +184,18 @@ opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
 opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
 opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
 guest "tmf" "--ctl --no-default-disks --qemu '$opts'" "VSRS_RESETS=${VSRS_RESETS:-100}" tmf.sh
+
+# The programmable test device (tools/testdev, a vhost-user-scsi backend)
+# with the in-tree C driver and with virtio_scsi_rs.
+for drv in "c:C driver" "rs:virtio_scsi_rs"; do
+	IFS=: read -r d dname <<<"$drv"
+	guest "testdev $dname" \
+		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
+		"VSRS_DRIVER=$d" testdev.sh
+done
+guest "testdev T10 PI C driver" \
+	"--no-default-disks --testdev '--t10-pi --lun 0:0:disk:64M' --testdev-qemu t10_pi=on" \
+	"VSRS_DRIVER=c" testdev_pi.sh
 
 echo "1..$n"
 echo "# selftests: $pass passed, $fail failed"
