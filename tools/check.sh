@@ -26,21 +26,19 @@ else
 fi
 echo "kernel: $kdir ($(( $(date +%s) - start )) s)"
 
-step "host unit tests (cargo test, protocol/)"
-out=$(cd protocol && cargo test --quiet 2>&1)
-echo "$out" | tail -n 30
-read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
-	awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-[ "$p" -gt 0 ] || f=$((f + 1))
-tally "$p" "$f"
-
-step "host unit tests (cargo test, tools/testdev/)"
-out=$(cd tools/testdev && nice cargo test --quiet 2>&1)
-echo "$out" | tail -n 30
-read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
-	awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-[ "$p" -gt 0 ] || f=$((f + 1))
-tally "$p" "$f"
+# cargo_tests DIR: cargo test in DIR, tallied.
+cargo_tests() {
+	local out p f
+	step "host unit tests (cargo test, $1/)"
+	out=$(cd "$1" && nice cargo test --quiet 2>&1)
+	echo "$out" | tail -n 30
+	read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
+		awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+	[ "$p" -gt 0 ] || f=$((f + 1))
+	tally "$p" "$f"
+}
+cargo_tests protocol
+cargo_tests tools/testdev
 
 step "module build with the kernel's clippy lints, rustfmt"
 # shellcheck disable=SC2086 # kargs are make words
