@@ -258,3 +258,15 @@ wait_deadline() {
 	done
 	return 124
 }
+
+# --- the test device's control socket (run-guest --testdev) ---
+tdev_port=/dev/virtio-ports/vsrs.testdev
+# ctl JSON: one command on the device's control socket, prints the reply.
+ctl() {
+	local reply
+	[ -e /proc/self/fd/7 ] || exec 7<>"$tdev_port"
+	echo "$1" >&7
+	read -r -t 20 reply <&7 || reply='{"ok":false,"error":"no reply"}'
+	echo "$reply"
+}
+ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }

@@ -9,16 +9,6 @@
 #   VSRS_FIO_SIZE fio size per job (default 8M)
 cd "$(dirname "$0")" && . ./lib.sh
 
-port=/dev/virtio-ports/vsrs.testdev
-# ctl JSON: one command on the device's control socket, prints the reply.
-ctl() {
-	local reply
-	[ -e /proc/self/fd/7 ] || exec 7<>"$port"
-	echo "$1" >&7
-	read -r -t 20 reply <&7 || reply='{"ok":false,"error":"no reply"}'
-	echo "$reply"
-}
-ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }
 
 # Block devices whose VPD serial is tdev-T-L, as "T-L /dev/sdX" lines.
 tdev_disks() {

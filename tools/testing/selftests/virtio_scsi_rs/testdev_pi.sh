@@ -6,15 +6,6 @@
 #   VSRS_DRIVER   c: the in-tree C driver (modprobe virtio_scsi); else virtio_scsi_rs
 cd "$(dirname "$0")" && . ./lib.sh
 
-port=/dev/virtio-ports/vsrs.testdev
-ctl() {
-	local reply
-	[ -e /proc/self/fd/7 ] || exec 7<>"$port"
-	echo "$1" >&7
-	read -r -t 20 reply <&7 || reply='{"ok":false,"error":"no reply"}'
-	echo "$reply"
-}
-ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }
 disk() {
 	local b
 	for b in /sys/block/sd*; do
