@@ -781,11 +781,14 @@ impl virtio::Driver for VirtioScsi {
         };
         self.shared.ctrl.state.lock().q.attach(ctrl_vq);
         self.events.state.lock().q.attach(event_vq);
+        *self.vqs.lock() = Some(vqs);
+        dev.ready();
+        // Only now may commands go to the device: a notification before
+        // DRIVER_OK may be ignored, leaving the command hanging. Until then
+        // they were answered host-busy and are retried.
         for (q, vq) in self.shared.queues.iter().zip(handles) {
             q.vq.lock().attach(vq);
         }
-        *self.vqs.lock() = Some(vqs);
-        dev.ready();
         self.events.post_all()?;
         self.events.rescan_all();
         Ok(())
