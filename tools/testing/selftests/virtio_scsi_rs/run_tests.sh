@@ -30,7 +30,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf|testdev C driver|testdev virtio_scsi_rs|testdev T10 PI C driver"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev virtio_scsi_rs|testdev T10 PI C driver"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -183,7 +183,13 @@ opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
 # (blkdebug alone at the top never sees one, so "break read_aio" holds nothing).
 opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
 opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
-guest "tmf" "--ctl --no-default-disks --qemu '$opts'" "VSRS_RESETS=${VSRS_RESETS:-100}" tmf.sh
+guest "resets" "--ctl --no-default-disks --qemu '$opts'" "VSRS_TMF='resets many' VSRS_RESETS=${VSRS_RESETS:-30}" tmf.sh
+# QEMU answers an ABORT TASK of a held read only once the read is released,
+# and a LUN reset drains the held read inside QEMU's main loop (the monitor
+# that would release it stops too): the TMF timeout must outlast the hold.
+# A TMF the device answers late is the test device's case (it holds TMFs).
+guest "tmf abort" "--ctl --no-default-disks --qemu '$opts'" \
+	"VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60" tmf.sh
 
 # The programmable test device (tools/testdev, a vhost-user-scsi backend)
 # with the in-tree C driver and with virtio_scsi_rs.

@@ -12,10 +12,13 @@
 #   VSRS_TIMEOUT    the held disk's command timeout in s (default 5)
 #   VSRS_HOLD       how long the host holds the read in s (default 40)
 #   VSRS_RESETS     resets in a row for "many" (default 100)
+#   VSRS_INSMOD_ARGS module parameters for virtio_scsi_rs
 cd "$(dirname "$0")" && . ./lib.sh
 
 begin tmf
-check "load $MOD" load
+# Module parameters (VSRS_INSMOD_ARGS, e.g. tmf_timeout=60) for virtio_scsi_rs only.
+# shellcheck disable=SC2086 # parameters are words
+if is_c; then check "load $MOD" load; else check "load $MOD ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}; fi
 check "the 2 disks appear" wait_disks 2
 check "the control channel to QEMU's monitor (vsrs.ctl) opens" ctl_open
 bdev=$(disks_with_serial vsrs-b0)
