@@ -168,6 +168,15 @@ disks_with_serial() { # PREFIX [HOST]
 }
 
 # fio random writes verified with crc32c on DEVICES, NUMJOBS jobs each.
+# read_fails DEVICE DESC: one direct 4 KiB read of DEVICE must fail.
+read_fails() {
+	if dd if="$1" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null; then
+		not_ok "$2"
+	else
+		ok "$2"
+	fi
+}
+
 fio_verify() { # NUMJOBS SIZE DEVICES...
 	local jobs=$1 size=$2 dev args=(); shift 2
 	for dev in "$@"; do
