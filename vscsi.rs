@@ -138,26 +138,23 @@ impl Control {
         g.q.submit(i, req).map_err(CtrlError::Ring)?;
         g.owned |= 1 << i;
         let mut left = msecs_to_jiffies(timeout_ms);
+        let mut gave_up = None;
         loop {
+            // An answer that came with the timeout or the signal still counts.
             if let Some(answer) = g.answers[i].take() {
                 g.owned &= !(1 << i);
                 return Ok(answer);
             }
-            let err = match self.answered.wait_interruptible_timeout(&mut g, left) {
-                CondVarTimeoutResult::Woken { jiffies } => {
-                    left = jiffies;
-                    continue;
-                }
-                CondVarTimeoutResult::Timeout => CtrlError::TimedOut,
-                CondVarTimeoutResult::Signal { .. } => CtrlError::Interrupted,
-            };
-            if let Some(answer) = g.answers[i].take() {
-                g.owned &= !(1 << i);
-                return Ok(answer);
+            if let Some(err) = gave_up {
+                // The device still holds the slot; it is freed when it answers.
+                g.abandoned |= 1 << i;
+                return Err(err);
             }
-            // The device still holds the slot; it is freed when it answers.
-            g.abandoned |= 1 << i;
-            return Err(err);
+            match self.answered.wait_interruptible_timeout(&mut g, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                CondVarTimeoutResult::Timeout => gave_up = Some(CtrlError::TimedOut),
+                CondVarTimeoutResult::Signal { .. } => gave_up = Some(CtrlError::Interrupted),
+            }
         }
     }
 
