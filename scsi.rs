@@ -323,35 +323,49 @@ pub(crate) struct Command<'a> {
     _life: PhantomData<&'a mut bindings::scsi_cmnd>,
 }
 
-impl Command<'_> {
-    fn raw(&self) -> *mut bindings::scsi_cmnd {
-        self.sc.as_ptr()
-    }
+/// What the I/O path and error handling both read of a live command.
+///
+/// # Safety
+///
+/// `raw` returns a command that is live, with a live device, for as long as
+/// the implementor is.
+pub(crate) unsafe trait LiveCommand {
+    /// The command.
+    fn raw(&self) -> *mut bindings::scsi_cmnd;
 
     /// Target id (`sdev->id`).
-    pub(crate) fn target(&self) -> u32 {
-        // SAFETY: The command and its device are live (type invariant).
+    fn target(&self) -> u32 {
+        // SAFETY: The command and its device are live (trait contract).
         unsafe { (*(*self.raw()).device).id }
     }
 
     /// LUN as the midlayer numbers it (`sdev->lun`).
-    pub(crate) fn lun(&self) -> u64 {
+    fn lun(&self) -> u64 {
         // SAFETY: As in `target`.
         unsafe { (*(*self.raw()).device).lun }
     }
 
+    /// Block-layer tag, unique across the host's hardware queues
+    /// (hardware queue in bits 31..16).
+    fn unique_tag(&self) -> u32 {
+        // SAFETY: The command is live; its request precedes it in memory.
+        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
+    }
+}
+
+// SAFETY: `sc` is live with its device while the `Command` is (type invariant).
+unsafe impl LiveCommand for Command<'_> {
+    fn raw(&self) -> *mut bindings::scsi_cmnd {
+        self.sc.as_ptr()
+    }
+}
+
+impl Command<'_> {
     /// The CDB.
     pub(crate) fn cdb(&self) -> &[u8] {
         // SAFETY: The command is live; `cmnd` is an array in it.
         let (cmnd, len) = unsafe { (&(*self.raw()).cmnd, (*self.raw()).cmd_len) };
         &cmnd[..(len as usize).min(cmnd.len())]
-    }
-
-    /// Block-layer tag, unique across the host's hardware queues
-    /// (hardware queue in bits 31..16).
-    pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: The command is live; its request precedes it in memory.
-        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
     }
 
     /// The request's I/O priority (`IOPRIO_PRIO_VALUE`).
@@ -738,25 +752,15 @@ pub(crate) struct EhCommand<'a> {
     _life: PhantomData<&'a bindings::scsi_cmnd>,
 }
 
+// SAFETY: `sc` is live with its device while the `EhCommand` is (type
+// invariant).
+unsafe impl LiveCommand for EhCommand<'_> {
+    fn raw(&self) -> *mut bindings::scsi_cmnd {
+        self.sc.as_ptr()
+    }
+}
+
 impl EhCommand<'_> {
-    /// Target id.
-    pub(crate) fn target(&self) -> u32 {
-        // SAFETY: The command and its device are live (type invariant).
-        unsafe { (*(*self.sc.as_ptr()).device).id }
-    }
-
-    /// The midlayer's LUN number.
-    pub(crate) fn lun(&self) -> u64 {
-        // SAFETY: As in `target`.
-        unsafe { (*(*self.sc.as_ptr()).device).lun }
-    }
-
-    /// The tag the command was sent with (see [`Command::unique_tag`]).
-    pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: The command is live; its request precedes it in memory.
-        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.sc.as_ptr())) }
-    }
-
     /// Whether the device still holds the command.
     pub(crate) fn in_flight(&self) -> bool {
         // SAFETY: The private area of a live command; `in_flight` is atomic.

@@ -17,8 +17,8 @@ use crate::{
         wire,
     },
     scsi::{
-        self, Command, DoneCommand, EhCommand, EhOutcome, HostBusy, HostHandle, HostOps, MapType,
-        QueueMaps, ReqQueue, ScsiDevice,
+        self, Command, DoneCommand, EhCommand, EhOutcome, HostBusy, HostHandle, HostOps,
+        LiveCommand, MapType, QueueMaps, ReqQueue, ScsiDevice,
     },
     virtio::{self, SlotQueue, VqInfo},
 };

@@ -837,6 +837,13 @@ mod tests {
         d.control(&serde_json::from_str(s).unwrap())
     }
 
+    /// A test device that took one control command (a fault, usually).
+    fn dev_after(s: &str) -> Device {
+        let mut d = dev();
+        ctl(&mut d, s);
+        d
+    }
+
     const READ1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 
     #[test]
@@ -922,11 +929,7 @@ mod tests {
 
     #[test]
     fn fault_sense_by_opcode_count() {
-        let mut d = dev();
-        ctl(
-            &mut d,
-            r#"{"cmd":"fault","fault":"sense","opcode":40,"count":2}"#,
-        );
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"sense","opcode":40,"count":2}"#);
         let cap = CMD_RESP_SIZE + 512;
         assert_eq!(
             resp(&d.handle_cmd(&req(0, 0, &[0], 1), cap)).2,
@@ -945,8 +948,7 @@ mod tests {
 
     #[test]
     fn fault_stray_completion() {
-        let mut d = dev();
-        ctl(&mut d, r#"{"cmd":"fault","fault":"stray","lun":1}"#);
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"stray","lun":1}"#);
         assert!(!d.handle_cmd(&req(0, 0, &READ1, 1), 700).stray);
         let o = d.handle_cmd(&req(0, 1, &READ1, 1), 700);
         assert!(o.stray);
@@ -1012,8 +1014,7 @@ mod tests {
 
     #[test]
     fn hold_and_abort() {
-        let mut d = dev();
-        ctl(&mut d, r#"{"cmd":"fault","fault":"hold"}"#);
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"hold"}"#);
         let o = d.handle_cmd(&req(0, 0, &READ1, 77), CMD_RESP_SIZE + 512);
         assert_eq!(o.hold, Some((None, true)));
         d.hold(o, 2, 5, vec![(0x1000, 620)], false);
@@ -1036,11 +1037,7 @@ mod tests {
 
     #[test]
     fn hold_ms_and_release() {
-        let mut d = dev();
-        ctl(
-            &mut d,
-            r#"{"cmd":"fault","fault":"hold","ms":50,"count":0}"#,
-        );
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"hold","ms":50,"count":0}"#);
         for i in 0..2 {
             let o = d.handle_cmd(&req(0, 0, &READ1, i), CMD_RESP_SIZE + 512);
             assert_eq!(

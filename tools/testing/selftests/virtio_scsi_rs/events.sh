@@ -37,22 +37,21 @@ blockdev_of() {
 	local b=(/sys/bus/scsi/devices/"$1"/block/*)
 	[ -e "${b[0]}" ] && echo "/dev/${b[0]##*/}"
 }
+# wait_until SECS COMMAND...: COMMAND succeeds within SECS (polled every 50 ms).
+wait_until() {
+	local end=$(($(now) + ${1%.*} * 1000000))
+	shift
+	until "$@"; do
+		[ "$(now)" -gt "$end" ] && return 1
+		sleep 0.05
+	done
+}
+has_blockdev() { [ -n "$(blockdev_of "$1")" ]; }
+no_scsi_dev() { ! [ -e "/sys/bus/scsi/devices/$1" ]; }
 # wait_present ADDR SECS: the disk at ADDR has a block device within SECS.
-wait_present() {
-	local end=$(($(now) + ${2%.*} * 1000000))
-	while [ -z "$(blockdev_of "$1")" ]; do
-		[ "$(now)" -gt "$end" ] && return 1
-		sleep 0.05
-	done
-}
+wait_present() { wait_until "$2" has_blockdev "$1"; }
 # wait_absent ADDR SECS: the SCSI device ADDR is gone within SECS.
-wait_absent() {
-	local end=$(($(now) + ${2%.*} * 1000000))
-	while [ -e "/sys/bus/scsi/devices/$1" ]; do
-		[ "$(now)" -gt "$end" ] && return 1
-		sleep 0.05
-	done
-}
+wait_absent() { wait_until "$2" no_scsi_dev "$1"; }
 
 node_null() { # NODE SIZE
 	qmp "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"null-co\",\"node-name\":\"$1\",\"size\":$2,\"read-zeroes\":true}}" >/dev/null
@@ -65,32 +64,33 @@ dev_del() { # ID: device_del and wait for QEMU's DEVICE_DELETED
 		qmp_wait_event DEVICE_DELETED 30 "{\"device\":\"$1\"}" >/dev/null
 }
 
+# timed DESC START WAIT ADDR: one result: WAIT ADDR (wait_present or
+# wait_absent) succeeds within $deadline s of START (no manual rescan); on a
+# miss, how long it took after all (up to 30 s more) and lsscsi.
+timed() {
+	if "$3" "$4" "$deadline"; then
+		ok "$1 in $(elapsed "$2") s (no rescan)"
+	else
+		not_ok "$1 within $deadline s (no rescan)"
+		"$3" "$4" 30 && echo "it did after $(elapsed "$2") s" | diag
+		lsscsi | diag
+	fi
+}
+
 # hotplug_one DESC TARGET LUN: add a disk, it appears; delete it, it goes.
 hotplug_one() {
 	local id=hp$1_$2 addr=$h0:0:$1:$2 t sz
 	node_null "n$id" 67108864 || return 1
 	t=$(now)
 	hd_add "$id" "n$id" vs0.0 "$1" "$2" || return 1
-	if wait_present "$addr" "$deadline"; then
-		ok "device_add at target $1 LUN $2: $addr appears in $(elapsed "$t") s (no rescan)"
-	else
-		not_ok "device_add at target $1 LUN $2: $addr appears within $deadline s (no rescan)"
-		wait_present "$addr" 30 && echo "it appeared after $(elapsed "$t") s" | diag
-		lsscsi | diag
-	fi
+	timed "device_add at target $1 LUN $2: $addr appears" "$t" wait_present "$addr"
 	dev=$(blockdev_of "$addr")
 	sz=$(blockdev --getsize64 "$dev" 2>/dev/null)
 	expect_eq "the new disk $dev has the node's size and serial" "$sz $(serial_of "$dev")" "67108864 $id"
 	check "read from the new disk" dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct status=none
 	t=$(now)
 	dev_del "$id" || not_ok "device_del $id: DEVICE_DELETED"
-	if wait_absent "$addr" "$deadline"; then
-		ok "device_del: $addr disappears in $(elapsed "$t") s"
-	else
-		not_ok "device_del: $addr disappears within $deadline s"
-		wait_absent "$addr" 30 && echo "it disappeared after $(elapsed "$t") s" | diag
-		lsscsi | diag
-	fi
+	timed "device_del: $addr disappears" "$t" wait_absent "$addr"
 	qmp "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"n$id\"}}" >/dev/null
 }
 
@@ -226,27 +226,6 @@ cdrom() {
 		"[ \"\$(dd if='$sr' bs=2048 count=1 status=none | head -c 8)\" = vsrs-cdB ]"
 }
 
-# pm STATE: a suspend with pm_test=devices (the devices' suspend and resume
-# callbacks run, the machine does not sleep), verified I/O before and after.
-pm() {
-	local st
-	grep -qw "$1" /sys/power/state || { ok "pm $1: # SKIP /sys/power/state offers only: $(cat /sys/power/state)"; return; }
-	check "pm $1: fio verify on $fdev before" fio_verify 2 4M "$fdev"
-	echo devices >/sys/power/pm_test
-	(echo "$1" >/sys/power/state) 2>/tmp/pm.err &
-	wait_deadline $! 120
-	st=$?
-	echo none >/sys/power/pm_test
-	if [ "$st" = 0 ]; then ok "pm $1 (pm_test=devices): suspend and resume"
-	else not_ok "pm $1 (pm_test=devices): suspend and resume (status $st)"; cat /tmp/pm.err | diag; fi
-	fio_verify 2 4M "$fdev" >/tmp/pm.fio 2>&1 &
-	wait_deadline $! 180
-	st=$?
-	if [ "$st" = 0 ]; then ok "pm $1: fio verify on $fdev after resume"
-	else not_ok "pm $1: fio verify on $fdev after resume (status $st$([ $st = 124 ] && echo ", hung"))"; tail -n 20 /tmp/pm.fio | diag; fi
-	check "pm $1: the disks are all still there" wait_disks "${VSRS_NDISKS:-3}"
-}
-
 # The controller goes away under I/O: device_del of the virtio-scsi-pci
 # (on a pcie-root-port, id vs0) while fio runs. The guest kernel needs a PCI
 # hotplug driver to complete the unplug; without one (the test kernel has
@@ -285,7 +264,7 @@ unplug() {
 	check "$fdev is gone" bash -c "! [ -e '$fdev' ]"
 }
 
-for t in ${VSRS_EVENTS:-lun target cycles many resize cd pm}; do
+for t in ${VSRS_EVENTS:-lun target cycles many resize cd}; do
 	case $t in
 	lun) hotplug_one 0 3 ;;
 	target) hotplug_one 5 0 ;;
@@ -295,7 +274,6 @@ for t in ${VSRS_EVENTS:-lun target cycles many resize cd pm}; do
 		resize r0 vsrs-r0 "vs0, hotplug on"
 		resize r1 vsrs-r1 "vs1, hotplug=off" ;;
 	cd) cdrom ;;
-	pm) pm freeze; pm mem ;;
 	unplug) unplug ;;
 	esac
 done

@@ -14,8 +14,11 @@ if [ "${VSRS_DRIVER:-rs}" = c ]; then
 fi
 is_c() { [ "$MOD" = virtio_scsi ]; }
 
-ok() { echo "ok - $*"; }
-not_ok() { echo "not ok - $*"; }
+# Result lines also go to the kernel log ("vsrs-tap: "), which reaches the
+# host's --klog file even when the guest's output port does not (run_tests.sh
+# reads them from there then).
+ok() { echo "ok - $*"; echo "vsrs-tap: ok - $*" >/dev/kmsg; }
+not_ok() { echo "not ok - $*"; echo "vsrs-tap: not ok - $*" >/dev/kmsg; }
 diag() { sed 's/^/# /'; }
 
 # check DESC COMMAND...: one result line from COMMAND's status; its output
@@ -55,7 +58,7 @@ begin() {
 }
 
 # dmesg since begin().
-new_dmesg() { dmesg | tail -n +"$((dmesg_start + 1))"; }
+new_dmesg() { dmesg | tail -n +"$((dmesg_start + 1))" | grep -v 'vsrs-tap: '; }
 
 # Fails when the kernel reported a warning, bug, sanitizer or lockdep splat,
 # or a hung task since begin().
