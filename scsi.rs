@@ -601,6 +601,20 @@ impl DoneCommand {
         unsafe { (*self.0.as_ptr()).sdb.length }
     }
 
+    /// Protection information bytes the command carried (T10 PI), 0 without.
+    pub(crate) fn pi_len(&self) -> u32 {
+        // SAFETY: The command is live; `prot_sdb`, when set, is its
+        // protection buffer.
+        unsafe {
+            let prot = (*self.0.as_ptr()).prot_sdb;
+            if prot.is_null() {
+                0
+            } else {
+                (*prot).length
+            }
+        }
+    }
+
     /// Completes the command: `result` (host byte << 16 | status), residual
     /// `resid`, and sense data `sense` (at most the sense buffer's size).
     pub(crate) fn finish(self, result: u32, resid: u32, sense: &[u8]) {

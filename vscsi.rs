@@ -865,7 +865,7 @@ impl Shared {
     fn finish(&self, q: &RequestQueue, cmd: DoneCommand, used_len: u32) {
         let resp = cmd.response();
         let transfer_len = cmd.transfer_len();
-        let outcome = cmd::decode_cmd_resp(&resp, used_len, transfer_len);
+        let outcome = cmd::decode_cmd_resp(&resp, used_len, transfer_len, cmd.pi_len());
         match outcome {
             Outcome::Done {
                 sense_len, resid, ..

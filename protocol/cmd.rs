@@ -180,6 +180,13 @@ pub enum Violation {
         /// Used length the device reported.
         used_len: u32,
     },
+    /// A used length beyond all the buffers the command gave the device.
+    UsedLenTooLarge {
+        /// Used length the device reported.
+        used_len: u32,
+        /// The command's buffers but its request header, in bytes.
+        max: u64,
+    },
     /// A response code the specification does not define.
     UnknownResponse(u8),
     /// sense_len beyond the sense buffer.
@@ -198,6 +205,12 @@ impl fmt::Display for Violation {
         match *self {
             Self::NoResponse { used_len } => {
                 write!(f, "used length {used_len} leaves no room for a response")
+            }
+            Self::UsedLenTooLarge { used_len, max } => {
+                write!(
+                    f,
+                    "used length {used_len} exceeds the command's {max} bytes of buffers"
+                )
             }
             Self::UnknownResponse(code) => write!(f, "unknown response code {code}"),
             Self::SenseLenTooLarge(len) => {
@@ -289,14 +302,25 @@ impl Outcome {
 
 /// Decodes `struct virtio_scsi_cmd_resp` as the device left it.
 ///
-/// `used_len` is what the device reported writing and `transfer_len` the
-/// bytes the command was to move. The used length must cover the response
-/// header. It has no upper bound here: QEMU reports the response plus the
-/// data buffers whichever way the data went (for a WRITE, bytes it read, not
-/// wrote), and nothing is read past the fixed-size response whatever it says.
-pub fn decode_cmd_resp(resp: &[u8; CMD_RESP_SIZE], used_len: u32, transfer_len: u32) -> Outcome {
+/// `used_len` is what the device reported writing, `transfer_len` the bytes
+/// the command was to move and `pi_len` its protection information bytes.
+/// The used length must cover the response header and must not exceed every
+/// buffer of the command but the request header: QEMU reports the response
+/// plus the data buffers whichever way the data went (for a WRITE, bytes it
+/// read, not wrote), so a tighter bound would fail good writes. Nothing is
+/// read past the fixed-size response whatever the device says.
+pub fn decode_cmd_resp(
+    resp: &[u8; CMD_RESP_SIZE],
+    used_len: u32,
+    transfer_len: u32,
+    pi_len: u32,
+) -> Outcome {
     if (used_len as usize) < RESP_HEADER_SIZE {
         return Outcome::Invalid(Violation::NoResponse { used_len });
+    }
+    let max = CMD_RESP_SIZE as u64 + u64::from(transfer_len) + u64::from(pi_len);
+    if u64::from(used_len) > max {
+        return Outcome::Invalid(Violation::UsedLenTooLarge { used_len, max });
     }
     let le32 = |at: usize| u32::from_le_bytes([resp[at], resp[at + 1], resp[at + 2], resp[at + 3]]);
     let (sense_len, resid, status, code) = (le32(0), le32(4), resp[10], resp[11]);
@@ -463,7 +487,7 @@ mod tests {
     #[test]
     fn good_responses_decode() {
         assert_eq!(
-            decode_cmd_resp(&resp(0, 0, 0, 0), LEN, 4096),
+            decode_cmd_resp(&resp(0, 0, 0, 0), LEN, 4096, 0),
             Outcome::Done {
                 response: Response::Ok,
                 status: 0,
@@ -473,7 +497,7 @@ mod tests {
         );
         // CHECK CONDITION with 18 bytes of sense and a short transfer.
         assert_eq!(
-            decode_cmd_resp(&resp(18, 512, 2, 0), 12, 4096),
+            decode_cmd_resp(&resp(18, 512, 2, 0), 12, 4096, 0),
             Outcome::Done {
                 response: Response::Ok,
                 status: 2,
@@ -495,7 +519,7 @@ mod tests {
             (12, Response::IncorrectLun),
         ];
         for (code, response) in all {
-            match decode_cmd_resp(&resp(0, 0, 0, code), LEN, 0) {
+            match decode_cmd_resp(&resp(0, 0, 0, code), LEN, 4096, 0) {
                 Outcome::Done { response: r, .. } => assert_eq!(r, response),
                 o => panic!("{code}: {o:?}"),
             }
@@ -506,30 +530,46 @@ mod tests {
     fn malformed_responses_are_rejected() {
         let ok = resp(0, 0, 0, 0);
         assert_eq!(
-            decode_cmd_resp(&ok, 11, 0),
+            decode_cmd_resp(&ok, 11, 0, 0),
             Outcome::Invalid(Violation::NoResponse { used_len: 11 })
         );
-        // An overstated used length is no error (QEMU overstates it).
+        // QEMU's used length for a WRITE counts the data it read: the bound
+        // is every buffer but the request header, PI included.
         assert!(matches!(
-            decode_cmd_resp(&ok, u32::MAX, 0),
+            decode_cmd_resp(&ok, LEN + 64, 4096, 64),
             Outcome::Done { .. }
+        ));
+        assert_eq!(
+            decode_cmd_resp(&ok, LEN + 1, 4096, 0),
+            Outcome::Invalid(Violation::UsedLenTooLarge {
+                used_len: LEN + 1,
+                max: u64::from(LEN)
+            })
+        );
+        assert!(matches!(
+            decode_cmd_resp(&ok, u32::MAX, u32::MAX, u32::MAX),
+            Outcome::Done { .. }
+        ));
+        assert!(matches!(
+            decode_cmd_resp(&ok, u32::MAX, 0, 0),
+            Outcome::Invalid(Violation::UsedLenTooLarge { .. })
         ));
         for code in [10u8, 11, 13, 0x7f, 0xff] {
             assert_eq!(
-                decode_cmd_resp(&resp(0, 0, 0, code), LEN, 0),
+                decode_cmd_resp(&resp(0, 0, 0, code), LEN, 4096, 0),
                 Outcome::Invalid(Violation::UnknownResponse(code))
             );
         }
         assert_eq!(
-            decode_cmd_resp(&resp(97, 0, 2, 0), LEN, 0),
+            decode_cmd_resp(&resp(97, 0, 2, 0), LEN, 4096, 0),
             Outcome::Invalid(Violation::SenseLenTooLarge(97))
         );
         assert_eq!(
-            decode_cmd_resp(&resp(u32::MAX, 0, 2, 0), LEN, 0),
+            decode_cmd_resp(&resp(u32::MAX, 0, 2, 0), LEN, 4096, 0),
             Outcome::Invalid(Violation::SenseLenTooLarge(u32::MAX))
         );
         assert_eq!(
-            decode_cmd_resp(&resp(0, 4097, 0, 0), LEN, 4096),
+            decode_cmd_resp(&resp(0, 4097, 0, 0), LEN, 4096, 0),
             Outcome::Invalid(Violation::ResidTooLarge {
                 resid: 4097,
                 transfer_len: 4096
@@ -537,7 +577,7 @@ mod tests {
         );
         // Exactly the full sense buffer and a full residual are fine.
         assert!(matches!(
-            decode_cmd_resp(&resp(96, 4096, 2, 0), LEN, 4096),
+            decode_cmd_resp(&resp(96, 4096, 2, 0), LEN, 4096, 0),
             Outcome::Done { .. }
         ));
     }

@@ -282,3 +282,32 @@ ctl() {
 	echo "$reply"
 }
 ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }
+
+# Block devices of the test device's LUNs (VPD serial tdev-T-L), as
+# "T-L /dev/sdX" lines.
+tdev_disks() {
+	local b s
+	for b in /sys/block/sd* /sys/block/sr*; do
+		[ -e "$b/device/vpd_pg80" ] || continue
+		# Bash only (every process costs under TCG); read drops the NULs.
+		s=
+		read -r s <"$b/device/vpd_pg80" 2>/dev/null
+		case $s in *tdev-*) echo "${s#*tdev-} /dev/${b##*/}" ;; esac
+	done
+}
+dev_of() { tdev_disks | awk -v k="$1" '$1 == k {print $2}'; }
+wait_for() { # SECONDS COMMAND...: until COMMAND succeeds (wall clock: under
+	# TCG one try can take seconds)
+	local end=$((SECONDS + $1)); shift
+	while [ "$SECONDS" -lt "$end" ]; do "$@" && return 0; sleep 0.5; done
+	"$@"
+}
+has_disk() { [ -n "$(dev_of "$1")" ]; }
+no_disk() { [ -z "$(dev_of "$1")" ]; }
+
+# stat_of NAME: a virtio_scsi_rs debugfs counter (stats lines "NAME VALUE"),
+# summed over its devices; 0 with the C driver.
+stat_of() { # NAME
+	is_c && { echo 0; return; }
+	cat /sys/kernel/debug/virtio_scsi_rs-*/stats 2>/dev/null | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'
+}

@@ -30,7 +30,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev virtio_scsi_rs|testdev T10 PI C driver"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev virtio_scsi_rs|testdev faults C driver|testdev faults virtio_scsi_rs|testdev T10 PI C driver"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -210,6 +210,13 @@ for drv in "c:C driver" "rs:virtio_scsi_rs"; do
 	guest "testdev $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
 		"VSRS_DRIVER=$d" testdev.sh
+done
+# The fault table (testdev_faults.sh): one lie at a time, with each driver.
+for drv in "c:C driver" "rs:virtio_scsi_rs"; do
+	IFS=: read -r d dname <<<"$drv"
+	guest "testdev faults $dname" \
+		"--no-default-disks --testdev '--lun 0:0:disk:16M --lun 0:1:disk:16M'" \
+		"VSRS_DRIVER=$d VSRS_INSMOD_ARGS=tmf_timeout=5" testdev_faults.sh
 done
 guest "testdev T10 PI C driver" \
 	"--no-default-disks --testdev '--t10-pi --lun 0:0:disk:64M' --testdev-qemu t10_pi=on" \

@@ -5,43 +5,12 @@
 #
 # Environment:
 #   VSRS_DRIVER   c: the in-tree C driver (insmod virtio_scsi.ko); else virtio_scsi_rs
-#   VSRS_C_KO     the C driver's virtio_scsi.ko (default: found from /proc/cmdline)
 #   VSRS_FIO_SIZE fio size per job (default 8M)
 cd "$(dirname "$0")" && . ./lib.sh
 
-
-# Block devices whose VPD serial is tdev-T-L, as "T-L /dev/sdX" lines.
-tdev_disks() {
-	local b s
-	for b in /sys/block/sd* /sys/block/sr*; do
-		[ -e "$b/device/vpd_pg80" ] || continue
-		# Bash only (every process costs under TCG); read drops the NULs.
-		s=
-		read -r s <"$b/device/vpd_pg80" 2>/dev/null
-		case $s in *tdev-*) echo "${s#*tdev-} /dev/${b##*/}" ;; esac
-	done
-}
-dev_of() { tdev_disks | awk -v k="$1" '$1 == k {print $2}'; }
-wait_for() { # SECONDS COMMAND...: until COMMAND succeeds (wall clock: under
-	# TCG one try can take seconds)
-	local end=$((SECONDS + $1)); shift
-	while [ "$SECONDS" -lt "$end" ]; do "$@" && return 0; sleep 0.5; done
-	"$@"
-}
-has_disk() { [ -n "$(dev_of "$1")" ]; }
-no_disk() { [ -z "$(dev_of "$1")" ]; }
-
-driver=${VSRS_DRIVER:-rs}
-# The C driver's module in the guest kernel's tree (modprobe does not find
-# it: vng links the modules under another version).
-c_ko=${VSRS_C_KO:-$(sed -n 's/.*virtme_link_mods=\([^ ]*\).*/\1/p' /proc/cmdline)/kernel/drivers/scsi/virtio_scsi.ko}
-begin "testdev $driver"
+begin "testdev $MOD"
 check "control socket answers status" ctl_ok '{"cmd":"status"}'
-if [ "$driver" = c ]; then
-	check "insmod virtio_scsi.ko (C driver)" insmod "$c_ko"
-else
-	check "insmod virtio_scsi_rs" load
-fi
+check "load $MOD" load
 two_disks() { [ "$(tdev_disks | grep -c '^0-[01] /dev/sd')" -eq 2 ]; }
 check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
 tdev_disks | diag
@@ -85,8 +54,4 @@ new_dmesg | grep -iE 'abort|reset|timing out|timed out' | tail -n 5 | diag
 
 check "no kernel warnings, oopses or lockdep reports" no_kernel_reports
 ctl '{"cmd":"status"}' | diag
-if [ "$driver" = c ]; then
-	check "rmmod virtio_scsi" bash -c 'udevadm settle; rmmod virtio_scsi'
-else
-	check "rmmod virtio_scsi_rs" unload
-fi
+check "rmmod $MOD" unload

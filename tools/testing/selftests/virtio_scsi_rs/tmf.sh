@@ -26,11 +26,6 @@ fdev=$(disks_with_serial vsrs-f0)
 echo "held disk $bdev, other disk $fdev" | diag
 udevadm settle 2>/dev/null
 
-# The driver's error-handling counters (virtio_scsi_rs only): "NAME VALUE".
-stat_of() { # NAME
-	is_c && { echo 0; return; }
-	cat /sys/kernel/debug/virtio_scsi_rs-*/stats 2>/dev/null | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'
-}
 eh_stats() {
 	is_c && return 0
 	echo "stats: $(for s in aborts lun_resets target_resets host_resets tmf_timeouts events events_missed; do printf '%s=%s ' $s "$(stat_of $s)"; done)"

@@ -1,0 +1,126 @@
+#!/bin/bash
+# Guest test (issue 7, the fault table): the test device (run_tests.sh gives
+# it RAM disks at 0:0 and 0:1) lies in one way at a time about one READ(10)
+# of 0:1. For each fault: the guest survives, the other disk keeps working,
+# and a "# table: ..." line records what the read got and what the kernel
+# said (Documentation/virtio_scsi_rs.rst, "Faults", is made from these lines
+# for both drivers). With virtio_scsi_rs the lie must be caught: one dmesg
+# line naming the device, and the read returns the data written (the
+# midlayer retries a command the driver failed with DID_ERROR; a fault hits
+# one command only). With the C driver only survival is checked: its
+# behaviour is what the table records.
+#
+# Environment:
+#   VSRS_DRIVER       c: the in-tree C driver; else virtio_scsi_rs
+#   VSRS_INSMOD_ARGS  module parameters for virtio_scsi_rs (run_tests.sh:
+#                     tmf_timeout=5, for the late TMF)
+cd "$(dirname "$0")" && . ./lib.sh
+
+begin "testdev faults $MOD"
+# shellcheck disable=SC2086 # parameters are words
+if is_c; then check "load $MOD" load; else check "load $MOD ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}; fi
+two_disks() { has_disk 0-0 && has_disk 0-1; }
+check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
+d0=$(dev_of 0-0) d1=$(dev_of 0-1)
+udevadm settle 2>/dev/null
+
+# 64 KiB of known data at the start of 0:1.
+dd if=/dev/urandom of=/tmp/pattern bs=64k count=1 status=none
+want=$(md5sum </tmp/pattern | cut -d' ' -f1)
+check "write 64 KiB of known data to $d1" dd if=/tmp/pattern of="$d1" bs=64k oflag=direct conv=fsync status=none
+
+# read_d1: the first 64 KiB of $d1, read directly within 120 s; prints
+# "ok" (the data written), "wrong data", "I/O error" or "hung".
+read_d1() {
+	local sum st
+	sum=$(timeout 120 dd if="$d1" bs=64k count=1 iflag=direct status=none 2>/tmp/read.err | md5sum | cut -d' ' -f1)
+	st=${PIPESTATUS[0]}
+	if [ "$st" = 124 ]; then echo hung
+	elif [ "$st" != 0 ]; then echo "I/O error"
+	elif [ "$sum" = "$want" ]; then echo ok
+	else echo "wrong data"; fi
+}
+
+# inject NAME JSON: sets the fault (a rule for one READ(10) of 0:1), reads,
+# clears, records a table line; sets $got (read_d1) and $mark (dmesg lines
+# before).
+inject() {
+	local said
+	mark=$(dmesg | wc -l)
+	if ! ctl_ok "{\"cmd\":\"fault\",\"fault\":$2,\"target\":0,\"lun\":1,\"opcode\":40}"; then
+		not_ok "fault $1: the test device takes it"
+		got="not injected"
+		return
+	fi
+	got=$(read_d1)
+	said=$(dmesg | tail -n +"$((mark + 1))" | grep -v 'vsrs-tap: ' | grep -E 'virtio|sd |scsi|WARNING|BUG' |
+		sed 's/^\[[ 0-9.]*\] //' | head -n 3 | tr '\n' '|')
+	ctl_ok '{"cmd":"clear"}' >/dev/null
+	echo "table: $MOD | $1 | read: $got | dmesg: ${said:-nothing}" | diag
+}
+
+# fault NAME JSON EXPECT [KEYWORD]: inject, then $d0 must still read and,
+# with virtio_scsi_rs, the read must give EXPECT (read_d1's words) and a
+# dmesg line naming the device must say KEYWORD.
+fault() {
+	inject "$1" "$2"
+	check "fault $1: $d0 still reads" dd if="$d0" of=/dev/null bs=64k count=4 iflag=direct status=none
+	is_c && return
+	expect_eq "fault $1: the read gives" "$got" "$3"
+	[ -z "${4:-}" ] || check "fault $1: dmesg names the device and says \"$4\"" \
+		bash -c "dmesg | tail -n +$((mark + 1)) | grep -qE 'virtio[0-9]+: device error #[0-9]+: .*$4'"
+}
+
+fault "used length past the buffers" '"used_len","extra":4096' ok "used length"
+fault "sense_len 200 (buffer 96)" '"sense_len","sense_len":200' ok "sense_len 200"
+fault "residual past the transfer" '"residual","extra":4096' ok "residual"
+fault "undefined response code 0x42" '"response","code":66' ok "unknown response code 66"
+# INCORRECT_LUN is a defined answer: DID_BAD_TARGET, which the midlayer does
+# not retry (the C driver does not know the code: DID_ERROR, retried).
+fault "response INCORRECT_LUN" '"response","code":12' "I/O error"
+check "after the faults: $d1 reads the data written" test "$(read_d1)" = ok
+
+# More events than posted buffers: the device drops the excess and sets
+# EVENTS_MISSED on the next one; the driver rescans everything.
+m0=$(stat_of events_missed)
+check "event flood (posted buffers + 16)" ctl_ok '{"cmd":"flood","target":0,"lun":1}'
+sleep 3
+check "after the flood: both disks are still there" two_disks
+is_c || check "after the flood: events_missed counted ($m0 -> $(stat_of events_missed))" \
+	test "$(stat_of events_missed)" -gt "$m0"
+
+# A TMF the device answers late (issue 4): the read is held until a TMF, and
+# the first TMF is itself held 15 s, longer than tmf_timeout (5 s): the abort
+# gives up, escalates to a LUN reset, which ends the read; the abort's answer
+# arrives later and must be counted, not completed twice.
+if is_c; then
+	ok "late TMF: # SKIP the C driver's eh_timed_out resets the timer while the device lives: the held read would wait forever"
+else
+	t0=$(stat_of tmf_timeouts) l0=$(stat_of late_tmf_answers)
+	echo 5 >"/sys/block/${d1##*/}/device/timeout"
+	check "late TMF: hold the next TMF 15 s" ctl_ok '{"cmd":"fault","fault":"tmf_hold","ms":15000}'
+	check "late TMF: hold the next READ(10) of 0:1 until a TMF" \
+		ctl_ok '{"cmd":"fault","fault":"hold","target":0,"lun":1,"opcode":40}'
+	got=$(read_d1)
+	echo "table: $MOD | TMF answered after 15 s (tmf_timeout 5 s) | read: $got | stats: tmf_timeouts $t0 -> $(stat_of tmf_timeouts)" | diag
+	expect_eq "late TMF: the held read ends through error handling with the data" "$got" ok
+	check "late TMF: the wait for the TMF expired (tmf_timeouts $t0 -> $(stat_of tmf_timeouts))" \
+		test "$(stat_of tmf_timeouts)" -gt "$t0"
+	wait_late() { [ "$(stat_of late_tmf_answers)" -gt "$l0" ]; }
+	check "late TMF: its answer, 15 s later, is counted (late_tmf_answers)" wait_for 30 wait_late
+	ctl_ok '{"cmd":"clear"}' >/dev/null
+	check "late TMF: $d1 reads the data written afterwards" test "$(read_d1)" = ok
+fi
+
+# Last, as it may break the queue for good: a second used-ring entry for a
+# descriptor already completed. The virtio core marks the queue broken
+# ("id N is not a head!").
+inject "completion of a descriptor not submitted" '"stray"'
+echo "after the stray completion: $d1 $(read_d1), $d0 $(dd if="$d0" of=/dev/null bs=4k count=1 iflag=direct status=none 2>&1 && echo reads || echo fails)" | diag
+
+if is_c; then
+	new_dmesg | grep -E 'WARNING|BUG|Call Trace' | head -n 5 | sed 's/^/C driver kernel report: /' | diag
+else
+	check "no kernel warnings, oopses or lockdep reports" no_kernel_reports
+	check "kmemleak: no leak" kmemleak_clean
+fi
