@@ -87,6 +87,12 @@ load() {
 		insmod "$KO" "$@"
 	fi
 }
+# load, with VSRS_INSMOD_ARGS (module parameters, e.g. tmf_timeout=60) for
+# virtio_scsi_rs; the C driver takes none of them.
+load_with_args() {
+	# shellcheck disable=SC2086 # parameters are words
+	if is_c; then load; else load ${VSRS_INSMOD_ARGS:-}; fi
+}
 # rmmod, after udev has let go of the disks (it probes a disk again after a
 # writer closes it, holding it open, and the module with it, for a moment).
 unload() {

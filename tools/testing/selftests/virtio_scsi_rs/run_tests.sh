@@ -204,16 +204,13 @@ guest "tmf abort" "--ctl --no-default-disks --qemu '$opts'" \
 	"VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60" tmf.sh
 
 # The programmable test device (tools/testdev, a vhost-user-scsi backend)
-# with the in-tree C driver and with virtio_scsi_rs.
+# with the in-tree C driver and with virtio_scsi_rs: the data, hotplug and
+# TMF test, and the fault table (testdev_faults.sh, one lie at a time).
 for drv in "c:C driver" "rs:virtio_scsi_rs"; do
 	IFS=: read -r d dname <<<"$drv"
 	guest "testdev $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
 		"VSRS_DRIVER=$d" testdev.sh
-done
-# The fault table (testdev_faults.sh): one lie at a time, with each driver.
-for drv in "c:C driver" "rs:virtio_scsi_rs"; do
-	IFS=: read -r d dname <<<"$drv"
 	guest "testdev faults $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:16M --lun 0:1:disk:16M'" \
 		"VSRS_DRIVER=$d VSRS_INSMOD_ARGS=tmf_timeout=5" testdev_faults.sh

@@ -17,8 +17,7 @@
 cd "$(dirname "$0")" && . ./lib.sh
 
 begin "testdev faults $MOD"
-# shellcheck disable=SC2086 # parameters are words
-if is_c; then check "load $MOD" load; else check "load $MOD ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}; fi
+check "load $MOD${VSRS_INSMOD_ARGS:+ $VSRS_INSMOD_ARGS}" load_with_args
 two_disks() { has_disk 0-0 && has_disk 0-1; }
 check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
 d0=$(dev_of 0-0) d1=$(dev_of 0-1)

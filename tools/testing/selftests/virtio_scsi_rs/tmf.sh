@@ -16,9 +16,7 @@
 cd "$(dirname "$0")" && . ./lib.sh
 
 begin tmf
-# Module parameters (VSRS_INSMOD_ARGS, e.g. tmf_timeout=60) for virtio_scsi_rs only.
-# shellcheck disable=SC2086 # parameters are words
-if is_c; then check "load $MOD" load; else check "load $MOD ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}; fi
+check "load $MOD${VSRS_INSMOD_ARGS:+ $VSRS_INSMOD_ARGS}" load_with_args
 check "the 2 disks appear" wait_disks 2
 check "the control channel to QEMU's monitor (vsrs.ctl) opens" ctl_open
 bdev=$(disks_with_serial vsrs-b0)
