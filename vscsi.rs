@@ -32,7 +32,7 @@ use kernel::{
         lock::{Guard, Lock},
         new_condvar, new_mutex, Arc, CondVar, CondVarTimeoutResult, Mutex,
     },
-    time::msecs_to_jiffies,
+    time::{msecs_to_jiffies, Instant, Monotonic},
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
@@ -284,7 +284,11 @@ impl Events {
                 break;
             }
         }
+        let broken = g.q.vq().is_some_and(|vq| vq.is_broken());
         self.schedule(g);
+        if broken {
+            self.shared.recovery.broken("event", 0);
+        }
     }
 
     /// Queues the work if there is something for it and it is not queued.
@@ -436,6 +440,127 @@ struct QueueStats {
     polled: AtomicU64,
 }
 
+/// A virtqueue that breaks more often than this within [`BREAK_WINDOW_MS`]
+/// is not reset again: its device is failed.
+const MAX_BREAKS: u32 = 3;
+const BREAK_WINDOW_MS: i64 = 60_000;
+
+/// Whether a device reset after a broken virtqueue is queued, and the breaks
+/// of the current window.
+struct RecoveryState {
+    queued: bool,
+    /// The device is going away, or broke too often: no more resets.
+    stopped: bool,
+    breaks: u32,
+    window: Option<Instant<Monotonic>>,
+}
+
+/// Device resets: the work that recovers from a broken virtqueue (the virtio
+/// core breaks one when the device hands back a buffer it was not given) and
+/// the midlayer's host reset, one at a time.
+#[pin_data]
+struct Recovery {
+    #[pin]
+    state: IrqSpinLock<RecoveryState>,
+    /// Held for the whole of a reset.
+    #[pin]
+    resetting: Mutex<()>,
+    #[pin]
+    work: Work<Recovery>,
+    vdev: virtio::DeviceHandle,
+    dev: ARef<device::Device>,
+    /// Resets done after a broken virtqueue.
+    resets: AtomicU64,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Recovery { self.work }
+}
+
+impl WorkItem for Recovery {
+    type Pointer = Arc<Recovery>;
+
+    fn run(this: Arc<Recovery>) {
+        this.recover();
+    }
+}
+
+impl Recovery {
+    /// Virtqueue `name` was found broken. Returns `true` while a reset is
+    /// under way (commands are to be retried), `false` once recovery has
+    /// stopped (they are to fail).
+    fn broken(self: &Arc<Self>, name: &str, index: usize) -> bool {
+        let mut g = self.state.lock();
+        if g.stopped {
+            return false;
+        }
+        if !g.queued {
+            g.queued = true;
+            drop(g);
+            dev_err!(
+                self.dev,
+                "{} queue {} is broken (the device handed back something it was not given): resetting the device\n",
+                name,
+                index
+            );
+            // Queued at most once: `queued` is cleared only by the work.
+            let _ = workqueue::system_freezable().enqueue(self.clone());
+        }
+        true
+    }
+
+    /// Resets the device (driver suspend, virtio reset and feature
+    /// negotiation, driver resume).
+    fn reset(&self) -> Result {
+        let _g = self.resetting.lock();
+        self.vdev.reset()
+    }
+
+    /// The work: resets the device unless it broke too often.
+    fn recover(&self) {
+        let mut g = self.state.lock();
+        if g.window
+            .is_none_or(|t| t.elapsed().as_millis() > BREAK_WINDOW_MS)
+        {
+            g.window = Some(Instant::now());
+            g.breaks = 0;
+        }
+        g.breaks += 1;
+        let breaks = g.breaks;
+        drop(g);
+        let result = if breaks > MAX_BREAKS {
+            dev_err!(
+                self.dev,
+                "virtqueues broke {} times within {} s: no more resets, failing its commands\n",
+                breaks,
+                BREAK_WINDOW_MS / 1000
+            );
+            Err(EIO)
+        } else {
+            self.resets.fetch_add(1, Relaxed);
+            self.reset().inspect_err(|e| {
+                dev_err!(
+                    self.dev,
+                    "device reset failed (error {}): failing its commands\n",
+                    e.to_errno()
+                );
+            })
+        };
+        if result.is_ok() {
+            dev_info!(self.dev, "device reset: its virtqueues work again\n");
+        }
+        let mut g = self.state.lock();
+        g.queued = false;
+        g.stopped |= result.is_err();
+    }
+
+    /// No more resets from now on; waits for one under way.
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        crate::work::flush(&self.work);
+    }
+}
+
 /// One request virtqueue and its lock (taken with interrupts off: the
 /// completion runs in the queue's interrupt).
 struct RequestQueue {
@@ -451,8 +576,7 @@ pub(crate) struct Shared {
     ring: u32,
     queues: KVec<RequestQueue>,
     ctrl: Pin<KBox<Control>>,
-    /// For host resets.
-    vdev: virtio::DeviceHandle,
+    recovery: Arc<Recovery>,
     /// VIRTIO_SCSI_F_T10_PI was negotiated: requests carry the PI header.
     t10_pi: bool,
     eh: EhStats,
@@ -485,6 +609,7 @@ impl core::fmt::Debug for StatsView {
             ("lun_resets", &e.lun_resets),
             ("target_resets", &e.target_resets),
             ("host_resets", &e.host_resets),
+            ("broken_queue_resets", &self.0.recovery.resets),
             ("tmf_timeouts", &e.tmf_timeouts),
             ("tmf_failed", &e.tmf_failed),
             ("late_tmf_answers", &e.late_answers),
@@ -649,6 +774,26 @@ impl virtio::Driver for VirtioScsi {
             t10_pi,
         };
         let host = scsi::Host::alloc(template, &params)?;
+        let recovery = Arc::pin_init(
+            pin_init!(Recovery {
+                state <- Lock::new(
+                    RecoveryState {
+                        queued: false,
+                        stopped: false,
+                        breaks: 0,
+                        window: None,
+                    },
+                    c"vsrs_recovery",
+                    kernel::static_lock_class!(),
+                ),
+                resetting <- new_mutex!(()),
+                work <- new_work!("vsrs_recovery"),
+                vdev: dev.handle(),
+                dev: d.into(),
+                resets: AtomicU64::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
         let shared = Arc::new(
             Shared {
                 dev: d.into(),
@@ -656,7 +801,7 @@ impl virtio::Driver for VirtioScsi {
                 ring,
                 queues,
                 ctrl,
-                vdev: dev.handle(),
+                recovery,
                 t10_pi,
                 eh: EhStats::default(),
                 violations: AtomicU64::new(0),
@@ -720,8 +865,9 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn stop(&self, _dev: &virtio::Device) {
-        // No event work may scan a host being removed.
+        // No event work may scan a host being removed, no reset run.
         self.events.stop();
+        self.shared.recovery.stop();
         // Waits for every command to complete, through the still live queues.
         self.host.lock().remove();
     }
@@ -854,6 +1000,11 @@ impl Shared {
                 break;
             }
         }
+        let broken = vq.vq().is_some_and(|v| v.is_broken());
+        drop(vq);
+        if broken {
+            self.recovery.broken("request", i);
+        }
         q.stats.completed.fetch_add(n as u64, Relaxed);
         if by == Reaper::Poll {
             q.stats.polled.fetch_add(n as u64, Relaxed);
@@ -952,8 +1103,13 @@ impl HostOps for Shared {
                 Ok(())
             }
             Err((cmd, e)) if e == EIO => {
-                // The queue is broken: the device is gone or misbehaved.
+                // The queue is broken: the device misbehaved (retried after
+                // the reset this schedules) or is gone.
                 drop(vq);
+                if self.recovery.broken("request", (tag >> 16) as usize) {
+                    q.stats.busy.fetch_add(1, Relaxed);
+                    return Err(HostBusy);
+                }
                 cmd.finish(u32::from(host_byte::DID_BAD_TARGET) << 16);
                 Ok(())
             }
@@ -1047,7 +1203,7 @@ impl HostOps for Shared {
             self.dev,
             "host reset: resetting the device and its virtqueues\n"
         );
-        match self.vdev.reset() {
+        match self.recovery.reset() {
             Ok(()) => EhOutcome::Success,
             Err(e) => {
                 dev_err!(self.dev, "host reset failed: error {}\n", e.to_errno());

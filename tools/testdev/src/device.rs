@@ -530,9 +530,15 @@ impl Device {
     }
 
     /// The next event to write into a posted buffer (with EVENTS_MISSED
-    /// folded in when events were lost before it).
+    /// folded in when events were lost before it). With events lost and none
+    /// pending, a NO_EVENT | EVENTS_MISSED, as QEMU sends when the driver
+    /// posts buffers again.
     pub fn next_event(&mut self) -> Option<[u8; EVENT_SIZE]> {
-        let (mut e, _) = self.pending_events.pop_front()?;
+        let mut e = match self.pending_events.pop_front() {
+            Some((e, _)) => e,
+            None if self.events_missed => [0u8; EVENT_SIZE],
+            None => return None,
+        };
         if self.events_missed {
             let v = u32le(&e) | T_EVENTS_MISSED;
             e[0..4].copy_from_slice(&v.to_le_bytes());
@@ -1151,11 +1157,24 @@ mod tests {
         }
         d.drop_undeliverable();
         assert!(d.pending_events.is_empty());
+        // Buffers posted again with nothing pending: NO_EVENT | EVENTS_MISSED.
+        assert_eq!(u32le(&d.next_event().unwrap()), T_EVENTS_MISSED);
+        assert!(d.next_event().is_none());
+        assert_eq!(d.stats.events_dropped, 6);
+    }
+
+    #[test]
+    fn events_missed_folds_into_the_next_pending_event() {
+        let mut d = dev();
+        d.event_bufs = 1;
+        ctl(&mut d, r#"{"cmd":"flood","count":3}"#);
+        assert_eq!(u32le(&d.next_event().unwrap()), T_PARAM_CHANGE);
+        d.drop_undeliverable();
         ctl(&mut d, r#"{"cmd":"param_change","target":0,"lun":0}"#);
         assert_eq!(
             u32le(&d.next_event().unwrap()),
             T_PARAM_CHANGE | T_EVENTS_MISSED
         );
-        assert_eq!(d.stats.events_dropped, 6);
+        assert!(d.next_event().is_none());
     }
 }
