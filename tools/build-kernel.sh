@@ -66,7 +66,9 @@ make_args=(LLVM="$LLVM_SUFFIX" RUSTC="$KRUSTC" HOSTRUSTC="$KRUSTC" BINDGEN="$(co
 build_args=()
 if [ "$flavour" = debug ]; then
 	# KASAN where the driver's memory goes: the SCSI midlayer, the block layer,
-	# the virtio core and every out-of-tree module (an M= build does not get
+	# the virtio core, the Rust crates (rustc refuses to link an instrumented
+	# crate against uninstrumented ones: "mixing -Zsanitizer will cause an
+	# ABI mismatch") and every out-of-tree module (an M= build does not get
 	# this variable, so virtio_scsi_rs is instrumented in full). The rest of
 	# the kernel runs uninstrumented: a fully instrumented guest spends more
 	# than 5 minutes in udev under TCG before the first command, and loses
@@ -74,7 +76,7 @@ if [ "$flavour" = debug ]; then
 	# double free, redzones checked by instrumented code), lockdep, kmemleak
 	# and the other debug options cover the whole kernel as before. See
 	# Documentation/virtio_scsi_rs.rst, "The debug kernel".
-	build_args+=('KASAN_SANITIZE=$(if $(filter drivers/scsi drivers/scsi/% drivers/virtio drivers/virtio/% block block/%,$(obj)),y,n)')
+	build_args+=('KASAN_SANITIZE=$(if $(filter drivers/scsi drivers/scsi/% drivers/virtio drivers/virtio/% block block/% rust rust/%,$(obj)),y,n)')
 fi
 key=$( {
 	cat "$src/.vsrs-extracted"
