@@ -349,7 +349,7 @@ pub(crate) unsafe trait LiveCommand {
     /// (hardware queue in bits 31..16).
     fn unique_tag(&self) -> u32 {
         // SAFETY: The command is live; its request precedes it in memory.
-        unsafe { bindings::blk_mq_unique_tag(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
+        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.raw())) }
     }
 }
 
@@ -368,40 +368,31 @@ impl Command<'_> {
         &cmnd[..(len as usize).min(cmnd.len())]
     }
 
-    /// The request's I/O priority (`IOPRIO_PRIO_VALUE`).
+    /// The request's I/O priority (`IOPRIO_PRIO_VALUE`), as
+    /// `req_get_ioprio`: its first bio's, or none.
     pub(crate) fn ioprio(&self) -> u16 {
-        // SAFETY: As in `unique_tag`.
-        unsafe { bindings::vsrs_req_get_ioprio(bindings::vsrs_scsi_cmd_to_rq(self.raw())) }
+        // SAFETY: As in `unique_tag`; the request's bios live as long as it.
+        unsafe {
+            let bio = (*cmd_to_rq(self.raw())).bio;
+            if bio.is_null() {
+                0
+            } else {
+                (*bio).bi_ioprio
+            }
+        }
     }
 
     /// Protection information bytes the command carries each way (T10 PI):
     /// none unless the block layer attached some.
     pub(crate) fn pi_bytes(&self) -> PiBytes {
         let sc = self.raw();
-        let none = PiBytes { out: 0, inn: 0 };
-        // SAFETY: The command is live; `prot_sdb`, when set, points to its
-        // protection table; the request and its disk's profile outlive it.
-        let n = unsafe {
-            let prot = (*sc).prot_sdb;
-            if prot.is_null() || (*prot).table.nents == 0 {
-                return none;
-            }
-            let rq = bindings::vsrs_scsi_cmd_to_rq(sc);
-            let bi = bindings::vsrs_rq_integrity(rq);
-            if bi.is_null() {
-                return none;
-            }
-            pi_bytes(
-                bindings::vsrs_blk_rq_sectors(rq),
-                (*bi).interval_exp,
-                (*bi).metadata_size,
-            )
-        };
+        // SAFETY: The command is live.
+        let n = unsafe { pi_len(sc) };
         // SAFETY: The command is live.
         match unsafe { data_dir(sc) } {
             DataDir::ToDevice => PiBytes { out: n, inn: 0 },
             DataDir::FromDevice => PiBytes { out: 0, inn: n },
-            _ => none,
+            _ => PiBytes { out: 0, inn: 0 },
         }
     }
 
@@ -415,7 +406,7 @@ impl Command<'_> {
     pub(crate) fn priv_mut(&mut self) -> &mut CmdPriv {
         // SAFETY: The area is `cmd_size` bytes for `CmdPriv`, suitably aligned
         // after the command, and the driver owns the command (type invariant).
-        unsafe { &mut *bindings::vsrs_scsi_cmd_priv(self.raw()).cast::<CmdPriv>() }
+        unsafe { &mut *cmd_priv(self.raw()) }
     }
 
     /// Completes the command without involving the device.
@@ -450,7 +441,7 @@ impl Command<'_> {
         let mut req_sg: bindings::scatterlist = pin_init::zeroed();
         let mut resp_sg: bindings::scatterlist = pin_init::zeroed();
         // SAFETY: The command is ours, so is its private area.
-        let p = unsafe { &mut *bindings::vsrs_scsi_cmd_priv(sc).cast::<CmdPriv>() };
+        let p = unsafe { &mut *cmd_priv(sc) };
         // SAFETY: Both buffers lie in the private area, which lives until
         // `scsi_done`; the scatterlists are only read during `add_sgs`.
         unsafe {
@@ -582,7 +573,7 @@ impl DoneCommand {
     fn returned(sc: NonNull<bindings::scsi_cmnd>) -> Self {
         // SAFETY: Tokens on request queues are live commands (see
         // `ReqQueue::next_done`); the private area is the driver's again.
-        unsafe { &*bindings::vsrs_scsi_cmd_priv(sc.as_ptr()).cast::<CmdPriv>() }
+        unsafe { &*cmd_priv(sc.as_ptr()) }
             .in_flight
             .store(0, Ordering::Release);
         Self(sc)
@@ -592,7 +583,7 @@ impl DoneCommand {
     /// checks and the use see the same bytes).
     pub(crate) fn response(&self) -> [u8; CMD_RESP_SIZE] {
         // SAFETY: The command is live and its private area ours again.
-        unsafe { (*bindings::vsrs_scsi_cmd_priv(self.0.as_ptr()).cast::<CmdPriv>()).resp }
+        unsafe { (*cmd_priv(self.0.as_ptr())).resp }
     }
 
     /// Bytes the command was to transfer.
@@ -603,16 +594,8 @@ impl DoneCommand {
 
     /// Protection information bytes the command carried (T10 PI), 0 without.
     pub(crate) fn pi_len(&self) -> u32 {
-        // SAFETY: The command is live; `prot_sdb`, when set, is its
-        // protection buffer.
-        unsafe {
-            let prot = (*self.0.as_ptr()).prot_sdb;
-            if prot.is_null() {
-                0
-            } else {
-                (*prot).length
-            }
-        }
+        // SAFETY: The command is live (type invariant).
+        unsafe { pi_len(self.0.as_ptr()) }
     }
 
     /// Completes the command: `result` (host byte << 16 | status), residual
@@ -688,6 +671,59 @@ impl QueueMaps<'_> {
             }
         }
     }
+}
+
+/// Protection information bytes of live command `sc` (T10 PI): its sectors
+/// times the disk's tuple size, 0 unless the block layer attached protection
+/// buffers. (The midlayer leaves `prot_sdb->length` 0.)
+///
+/// # Safety
+///
+/// `sc` is a live command of a host of ours.
+unsafe fn pi_len(sc: *mut bindings::scsi_cmnd) -> u32 {
+    // SAFETY: The command is live; `prot_sdb`, when set, points to its
+    // protection table; the request and its disk's profile outlive it.
+    unsafe {
+        let prot = (*sc).prot_sdb;
+        if prot.is_null() || (*prot).table.nents == 0 {
+            return 0;
+        }
+        let rq = cmd_to_rq(sc);
+        let bi = bindings::vsrs_rq_integrity(rq);
+        if bi.is_null() {
+            return 0;
+        }
+        pi_bytes(
+            // `blk_rq_sectors`.
+            (*rq).__data_len >> 9,
+            (*bi).interval_exp,
+            (*bi).metadata_size,
+        )
+    }
+}
+
+/// `scsi_cmd_priv` (`cmd + 1`), in Rust: the I/O path would otherwise make a
+/// call per use into a C shim for one addition.
+///
+/// # Safety
+///
+/// `sc` is a command of a host of ours: blk-mq allocated `cmd_size` bytes
+/// for a [`CmdPriv`] right after it.
+unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut CmdPriv {
+    // SAFETY: The caller's command is followed by its private area, in the
+    // same allocation.
+    unsafe { sc.add(1) }.cast()
+}
+
+/// `scsi_cmd_to_rq` (`blk_mq_rq_from_pdu`), in Rust: the request right
+/// before the command.
+///
+/// # Safety
+///
+/// `sc` is a midlayer command: the PDU of a blk-mq request.
+unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
+    // SAFETY: The request precedes its PDU in the same allocation.
+    unsafe { sc.cast::<bindings::request>().sub(1) }
 }
 
 /// # Safety
@@ -778,7 +814,7 @@ impl EhCommand<'_> {
     /// Whether the device still holds the command.
     pub(crate) fn in_flight(&self) -> bool {
         // SAFETY: The private area of a live command; `in_flight` is atomic.
-        unsafe { &*bindings::vsrs_scsi_cmd_priv(self.sc.as_ptr()).cast::<CmdPriv>() }
+        unsafe { &*cmd_priv(self.sc.as_ptr()) }
             .in_flight
             .load(Ordering::Acquire)
             != 0

@@ -519,6 +519,11 @@ impl Recovery {
     /// The work: resets the device unless it broke too often.
     fn recover(&self) {
         let mut g = self.state.lock();
+        if g.stopped {
+            // Queued before the device started going away.
+            g.queued = false;
+            return;
+        }
         if g.window
             .is_none_or(|t| t.elapsed().as_millis() > BREAK_WINDOW_MS)
         {

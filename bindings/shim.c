@@ -76,26 +76,6 @@ void vsrs_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
 	spin_unlock_irqrestore(lock, flags);
 }
 
-void *vsrs_scsi_cmd_priv(struct scsi_cmnd *cmd)
-{
-	return scsi_cmd_priv(cmd);
-}
-
-struct request *vsrs_scsi_cmd_to_rq(struct scsi_cmnd *cmd)
-{
-	return scsi_cmd_to_rq(cmd);
-}
-
-unsigned short vsrs_req_get_ioprio(struct request *rq)
-{
-	return req_get_ioprio(rq);
-}
-
-unsigned int vsrs_blk_rq_sectors(struct request *rq)
-{
-	return blk_rq_sectors(rq);
-}
-
 /* The integrity profile of the request's disk, or NULL. */
 struct blk_integrity *vsrs_rq_integrity(struct request *rq)
 {

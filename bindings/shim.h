@@ -36,10 +36,6 @@ unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock);
 bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 void vsrs_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 
-void *vsrs_scsi_cmd_priv(struct scsi_cmnd *cmd);
-struct request *vsrs_scsi_cmd_to_rq(struct scsi_cmnd *cmd);
-unsigned short vsrs_req_get_ioprio(struct request *rq);
-unsigned int vsrs_blk_rq_sectors(struct request *rq);
 struct blk_integrity *vsrs_rq_integrity(struct request *rq);
 
 #endif

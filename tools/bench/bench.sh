@@ -7,7 +7,7 @@
 #                        [--cpus N] [--luns N] [--out DIR] [--smoke]
 #                        [--disks 'null file'] [--rws 'randread randwrite']
 #                        [--engines 'io_uring libaio'] [--iodepths '1 32 128']
-#                        [--numjobs '1 N'] [--no-scan]
+#                        [--numjobs '1 N'] [--no-scan] [--trace]
 #
 # Defaults: the non-debug bench kernel (built into the cache on first use,
 # 30-60 min on 2 cores), 3 rounds, 2 s per fio job after 1 s of ramp, vCPUs 2,
@@ -18,6 +18,11 @@
 # VSRS_KDIR=DIR uses that kernel build instead of the cached one; VSRS_BENCH_KO
 # a module already built against it.
 #
+# --trace runs, instead of the fio matrix and the scan, one guest that traces
+# each SCSI driver's submission and completion entry points with ftrace
+# function_graph during a qd1 4k randread (--runtime S, default 5): calls and
+# mean duration in trace.csv (where the time goes when Rust/C < 1.00).
+#
 # Output in bench/results/<date>/: raw/ (fio JSON per round and driver, the
 # per-queue counters of virtio_scsi_rs), scan.csv, meta.env, results.md (the
 # table) and iops.png (the plot).
@@ -27,7 +32,7 @@ top=$(cd "$here/../.." && pwd)
 # shellcheck source=tools/kernel.env
 . "$top/tools/kernel.env"
 
-kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1
+kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0
 disks="null file" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
 set_rounds= set_runtime= set_ramp= set_luns=
 while [ $# -gt 0 ]; do
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
 	--iodepths) iodepths=$2; shift 2 ;;
 	--numjobs) numjobs=$2; shift 2 ;;
 	--no-scan) scan=0; shift ;;
+	--trace) trace=1; shift ;;
 	--smoke) smoke=1; shift ;;
 	*) echo "bench: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
@@ -57,6 +63,7 @@ if [ "$smoke" = 1 ]; then
 	[ -n "$set_luns" ] || luns=8
 fi
 numjobs=${numjobs:-"1 $cpus"}
+[ "$trace" = 0 ] || [ -n "$set_runtime" ] || runtime=5
 say() { echo "bench: $*" >&2; }
 
 # --- kernel and module ------------------------------------------------------------
@@ -147,6 +154,7 @@ ROUNDS=$rounds
 KO=$out/modules/virtio_scsi_rs.ko
 POLLQ=$pollq
 LUNS=$luns
+RUNTIME=$runtime
 EOT
 
 # --- the guest ----------------------------------------------------------------------
@@ -169,6 +177,15 @@ q+=" -device virtio-blk-pci,drive=bfile,iothread=iot0,num-queues=$cpus,serial=be
 echo "$q" >"$out/qemu-fio.txt"
 
 status=0
+if [ "$trace" = 1 ]; then
+	say "trace guest: ${runtime} s of qd1 randread per SCSI driver"
+	VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$cpus" --rwdir "$out" --qemu "$q" \
+		-- "$out/guest.sh" "$out/guest.env" trace 2>"$out/guest-trace.log" >&2 || status=1
+	grep -E '^(run-guest|bench-guest):' "$out/guest-trace.log" >&2 || true
+	rm -rf "$out/guest.sh" "$out/modules"
+	column -s, -t "$out/trace.csv" 2>/dev/null || cat "$out/trace.csv"
+	exit $status
+fi
 start=$(date +%s)
 say "fio guest: $rounds round(s), $(grep -c "^\[" "$out/jobs.fio") sections of ${runtime}+${ramp} s per driver"
 VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$cpus" --rwdir "$out" --qemu "$q" \
@@ -190,6 +207,9 @@ if [ "$scan" = 1 ]; then
 	grep -E '^bench-guest:' "$out/guest-scan.log" >&2 || true
 	scan_s=$(( $(date +%s) - start ))
 fi
+
+# The copies were for the guests only: the results keep what they produced.
+rm -rf "$out/guest.sh" "$out/modules"
 
 accel=TCG
 grep -q 'accelerator: KVM' "$out/guest-fio.log" 2>/dev/null && accel=KVM

@@ -3,9 +3,10 @@
 #
 #   guest.sh CONFIG fio    rounds of the fio matrix, the drivers alternating
 #   guest.sh CONFIG scan   rounds of the many-LUN scan timing, SCSI drivers only
+#   guest.sh CONFIG trace  ftrace of each SCSI driver's submission and completion
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
-# ROUNDS, KO, POLLQ and, for scan, LUNS. Raw results go to $OUT/raw/.
+# ROUNDS, KO, POLLQ, RUNTIME and, for scan, LUNS. Raw results go to $OUT/raw/.
 set -euo pipefail
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
@@ -81,9 +82,10 @@ scsi_dev() { # MODULE LUN
 }
 
 blk_dev() { # SERIAL
-	local d s
+	local d
 	for d in /sys/block/vd*; do
-		[ -e "$d/serial" ] && read -r s <"$d/serial" && [ "$s" = "$1" ] && echo "/dev/${d##*/}" && return 0
+		# No newline at the end of virtio_blk's serial: read(1) would fail.
+		[ -e "$d/serial" ] && [ "$(cat "$d/serial")" = "$1" ] && echo "/dev/${d##*/}" && return 0
 	done
 	return 1
 }
@@ -202,8 +204,48 @@ run_scan() {
 	return $status
 }
 
+# --- where the time goes: ftrace function_graph ----------------------------------
+# Rust functions carry no fentry hook (rustc gets no -mfentry), so the trace is
+# of the C functions around each driver: scsi_queue_rq (blk-mq's submission,
+# the driver's queuecommand inside) and vring_interrupt (the virtio core's
+# interrupt handler, the driver's request-queue callback inside), traced alone
+# (set_ftrace_filter: no nested tracing overhead) during a qd1 4k randread on
+# the null disk. $OUT/trace.csv gets calls and mean duration per function;
+# vring_interrupt also counts the few interrupts of the guest's other virtio
+# devices (console, 9p).
+run_trace() {
+	local t=/sys/kernel/tracing d status=0
+	mountpoint -q "$t" || mount -t tracefs none "$t"
+	echo "driver,function,calls,mean_us" >"$OUT/trace.csv"
+	for d in c rust; do unload "$d"; done
+	for d in c rust; do
+		load "$d" && find_devs "$d" || { log "$d: no disks"; status=1; continue; }
+		echo 0 >"$t/tracing_on"
+		echo nop >"$t/current_tracer"
+		echo "scsi_queue_rq vring_interrupt" >"$t/set_ftrace_filter"
+		echo function_graph >"$t/current_tracer"
+		echo 1 >"$t/options/funcgraph-tail"
+		echo >"$t/trace"
+		echo 1 >"$t/tracing_on"
+		fio --name=trace --filename="$DEV_NULL" --direct=1 --rw=randread --bs=4k --ioengine=io_uring \
+			--iodepth=1 --time_based --runtime="$RUNTIME" --output=/dev/null
+		echo 0 >"$t/tracing_on"
+		# "CPU) [+!] DURATION us | function();" or "| } /* function */".
+		awk -F'|' -v d="$d" 'NF >= 2 && $1 ~ /us/ {
+				n = split($1, a, " "); us = a[n - 1]; f = $2; gsub(/[ ;(){}*\/]/, "", f)
+				s[f] += us; c[f]++
+			} END { for (f in s) printf "%s,%s,%d,%.2f\n", d, f, c[f], s[f] / c[f] }' "$t/trace" >>"$OUT/trace.csv"
+		echo nop >"$t/current_tracer"
+		echo >"$t/set_ftrace_filter"
+		log "$d: traced"
+		unload "$d"
+	done
+	return $status
+}
+
 case $mode in
 fio) run_fio ;;
 scan) run_scan ;;
-*) echo "guest.sh: mode must be fio or scan" >&2; exit 2 ;;
+trace) run_trace ;;
+*) echo "guest.sh: mode must be fio, scan or trace" >&2; exit 2 ;;
 esac
