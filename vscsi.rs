@@ -990,7 +990,7 @@ impl Shared {
         let irq = by == Reaper::Interrupt;
         let mut n = 0;
         let mut vq = q.vq.lock();
-        loop {
+        let broken = loop {
             if irq {
                 if let Some(v) = vq.vq() {
                     v.disable_cb();
@@ -1000,19 +1000,30 @@ impl Shared {
                 self.finish(q, cmd, len);
                 n += 1;
             }
-            // Re-arm the interrupt; if buffers were used meanwhile, go again.
-            if !irq || vq.vq().is_none_or(|v| v.is_broken() || v.enable_cb()) {
-                break;
+            let Some(v) = vq.vq() else {
+                break false;
+            };
+            match by {
+                // Polling runs often and finds nothing most times: a broken
+                // poll queue shows at the next submission (`EIO`).
+                Reaper::Poll => break false,
+                Reaper::ErrorHandler => break v.is_broken(),
+                // Re-arm the interrupt; if buffers were used meanwhile, go
+                // again. A broken queue interrupts no more: check it here.
+                Reaper::Interrupt if v.is_broken() => break true,
+                Reaper::Interrupt if v.enable_cb() => break false,
+                Reaper::Interrupt => {}
             }
-        }
-        let broken = vq.vq().is_some_and(|v| v.is_broken());
+        };
         drop(vq);
         if broken {
             self.recovery.broken("request", i);
         }
-        q.stats.completed.fetch_add(n as u64, Relaxed);
-        if by == Reaper::Poll {
-            q.stats.polled.fetch_add(n as u64, Relaxed);
+        if n > 0 {
+            q.stats.completed.fetch_add(n as u64, Relaxed);
+            if by == Reaper::Poll {
+                q.stats.polled.fetch_add(n as u64, Relaxed);
+            }
         }
         n
     }
