@@ -30,7 +30,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev virtio_scsi_rs|testdev faults C driver|testdev faults virtio_scsi_rs|testdev T10 PI C driver|testdev T10 PI virtio_scsi_rs"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev faults C driver|testdev T10 PI C driver"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
