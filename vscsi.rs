@@ -263,7 +263,7 @@ impl Events {
     fn complete(self: &Arc<Self>) {
         let mut g = self.state.lock();
         let mut buf = [0u8; wire::EVENT_SIZE];
-        loop {
+        let broken = loop {
             if let Some(vq) = g.q.vq() {
                 vq.disable_cb();
             }
@@ -280,11 +280,17 @@ impl Events {
                     dev_err!(self.dev, "cannot re-post event buffer {}: {:?}\n", i, e);
                 }
             }
-            if g.q.vq().is_none_or(|vq| vq.is_broken() || vq.enable_cb()) {
-                break;
+            // Re-arm the interrupt; a broken queue interrupts no more.
+            let Some(vq) = g.q.vq() else {
+                break false;
+            };
+            if vq.is_broken() {
+                break true;
             }
-        }
-        let broken = g.q.vq().is_some_and(|vq| vq.is_broken());
+            if vq.enable_cb() {
+                break false;
+            }
+        };
         self.schedule(g);
         if broken {
             self.shared.recovery.broken("event", 0);

@@ -42,6 +42,9 @@ read_d1() {
 	else echo "wrong data"; fi
 }
 
+# said_since_mark REGEX: the kernel logged a line matching REGEX since $mark.
+said_since_mark() { dmesg | tail -n +"$((mark + 1))" | grep -qE "$1"; }
+
 # inject NAME JSON: sets the fault (a rule for one READ(10) of 0:1), reads,
 # clears, records a table line; sets $got (read_d1) and $mark (dmesg lines
 # before).
@@ -69,7 +72,7 @@ fault() {
 	is_c && return
 	expect_eq "fault $1: the read gives" "$got" "$3"
 	[ -z "${4:-}" ] || check "fault $1: dmesg names the device and says \"$4\"" \
-		bash -c "dmesg | tail -n +$((mark + 1)) | grep -qE 'virtio[0-9]+: device error #[0-9]+: .*$4'"
+		said_since_mark "virtio[0-9]+: device error #[0-9]+: .*$4"
 }
 
 fault "used length past the buffers" '"used_len","extra":4096' ok "used length"
@@ -126,7 +129,7 @@ else
 	check "stray completion: the driver resets the device (broken_queue_resets $r0 -> $(stat_of broken_queue_resets))" \
 		wait_for 30 reset_done
 	check "stray completion: dmesg names the broken queue" \
-		bash -c "dmesg | tail -n +$((mark + 1)) | grep -qE 'virtio[0-9]+: request queue [0-9]+ is broken'"
+		said_since_mark 'virtio[0-9]+: request queue [0-9]+ is broken'
 	expect_eq "stray completion: afterwards $d1 reads the data written" "$(read_d1)" ok
 	check "stray completion: afterwards $d0 reads" dd if="$d0" of=/dev/null bs=64k count=16 iflag=direct status=none
 fi
