@@ -8,7 +8,7 @@ use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackendMut, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{QueueOwnedT, QueueT};
@@ -17,6 +17,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device::{Device, Held, EVENT_SIZE};
+use crate::vring::Vring;
 
 pub const CTRL_QUEUE: u16 = 0;
 pub const EVENT_QUEUE: u16 = 1;
@@ -70,7 +71,7 @@ impl Backend {
     }
 
     /// Forgets what was held on queue `q` when the driver reset it.
-    fn check_reset(&mut self, q: usize, vring: &VringRwLock) {
+    fn check_reset(&mut self, q: usize, vring: &Vring) {
         let now = vring.get_ref().get_queue().next_avail();
         if now != self.seen_avail[q] {
             if self.verbose {
@@ -91,7 +92,7 @@ impl Backend {
     fn pop(
         &mut self,
         q: usize,
-        vring: &VringRwLock,
+        vring: &Vring,
     ) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
         let mut out = Vec::new();
         let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
@@ -141,7 +142,7 @@ impl Backend {
 
     fn complete(
         &self,
-        vring: &VringRwLock,
+        vring: &Vring,
         head: u16,
         segs: &[(u64, u32)],
         bytes: &[u8],
@@ -153,7 +154,7 @@ impl Backend {
         }
     }
 
-    fn signal(&self, vring: &VringRwLock) {
+    fn signal(&self, vring: &Vring) {
         let _ = vring.signal_used_queue();
     }
 
@@ -167,10 +168,13 @@ impl Backend {
         }
     }
 
-    fn process_queue(&mut self, q: usize, vrings: &[VringRwLock]) -> io::Result<()> {
+    fn process_queue(&mut self, q: usize, vrings: &[Vring]) -> io::Result<()> {
         let vring = &vrings[q];
         self.check_reset(q, vring);
         let chains = self.pop(q, vring)?;
+        if self.verbose && !chains.is_empty() {
+            eprintln!("testdev: queue {q}: {} new requests", chains.len());
+        }
         let mut any = false;
         for (head, rd, segs) in chains {
             let cap: usize = segs.iter().map(|s| s.1 as usize).sum();
@@ -211,7 +215,7 @@ impl Backend {
         Ok(())
     }
 
-    fn finish_held(&self, h: Held, vrings: &[VringRwLock]) {
+    fn finish_held(&self, h: Held, vrings: &[Vring]) {
         let Some(vring) = vrings.get(h.queue as usize) else {
             return;
         };
@@ -222,7 +226,7 @@ impl Backend {
         self.signal(vring);
     }
 
-    fn deliver_events(&mut self, vrings: &[VringRwLock]) {
+    fn deliver_events(&mut self, vrings: &[Vring]) {
         let vring = &vrings[EVENT_QUEUE as usize];
         self.check_reset(EVENT_QUEUE as usize, vring);
         let ready = vring.get_ref().get_queue().ready();
@@ -244,7 +248,7 @@ impl Backend {
         }
     }
 
-    fn on_kick(&mut self, vrings: &[VringRwLock]) {
+    fn on_kick(&mut self, vrings: &[Vring]) {
         let _ = self.kick.read();
         let _ = self.process_queue(EVENT_QUEUE as usize, vrings);
         for h in self.dev.take_due(Instant::now(), false) {
@@ -258,7 +262,7 @@ impl Backend {
     }
 }
 
-impl VhostUserBackendMut<VringRwLock, ()> for Backend {
+impl VhostUserBackendMut<Vring, ()> for Backend {
     fn num_queues(&self) -> usize {
         2 + self.req_queues
     }
@@ -306,7 +310,7 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
         &mut self,
         ev: u16,
         evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[Vring],
         _thread: usize,
     ) -> io::Result<bool> {
         if evset != EventSet::IN {
@@ -330,14 +334,6 @@ impl VhostUserBackendMut<VringRwLock, ()> for Backend {
             }
         } else {
             self.process_queue(q, vrings)?;
-        }
-        // The control and event queues are kicked rarely (the event queue
-        // once, when the driver posts its buffers): a kick that came before
-        // the ring was enabled is lost. Look at them on every event.
-        for other in [CTRL_QUEUE as usize, EVENT_QUEUE as usize] {
-            if other != q {
-                let _ = self.process_queue(other, vrings);
-            }
         }
         Ok(false)
     }
@@ -363,7 +359,7 @@ mod tests {
         wlens: &[u32],
     ) -> (
         Backend,
-        Vec<VringRwLock>,
+        Vec<Vring>,
         GuestMemoryAtomic<GuestMemoryMmap>,
         u64,
     ) {
@@ -395,8 +391,8 @@ mod tests {
             .unwrap();
         m.write_obj(1u16, queue.avail_addr().unchecked_add(2))
             .unwrap();
-        let vrings: Vec<VringRwLock> = (0..3)
-            .map(|_| VringRwLock::new(mem.clone(), 16).unwrap())
+        let vrings: Vec<Vring> = (0..3)
+            .map(|_| Vring::new(mem.clone(), 16).unwrap())
             .collect();
         vrings[2].set_queue_size(16);
         vrings[2]

@@ -15,6 +15,7 @@
 mod backend;
 mod device;
 mod scsi;
+mod vring;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

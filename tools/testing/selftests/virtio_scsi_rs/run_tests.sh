@@ -23,6 +23,10 @@ top=$(cd "$here/../../../.." && pwd)
 run_guest=$top/tools/run-guest
 filter=${1:-}
 guest_timeout=${VSRS_GUEST_TIMEOUT:-900}
+# A guest whose test has not begun ("vsrs-test: begin" in its kernel log)
+# this long after the start has hung before it (seen in CI once: no output at
+# all for 900 s): it is stopped and, once, started again.
+start_timeout=${VSRS_START_TIMEOUT:-300}
 
 n=0 pass=0 fail=0
 result() { # STATUS DESC
@@ -41,12 +45,31 @@ guest() {
 		return 0
 	fi
 	echo "# $name: $test"
-	out=$(mktemp) klog=$(mktemp)
+	out=$(mktemp) klog=$(mktemp) tdlog=$(mktemp)
 	[ -n "${VSRS_DRIVER:-}" ] && env="VSRS_DRIVER=$VSRS_DRIVER $env"
-	local try
+	local try pid t
 	for try in 1 2; do
+		: >"$klog"
 		# shellcheck disable=SC2086 # option strings are split on purpose
-		eval "timeout $guest_timeout $run_guest --klog $klog $opts -- env $env $here/$test" >"$out" 2>&1
+		eval "VSRS_TESTDEV_LOG=$tdlog timeout $guest_timeout $run_guest --klog $klog $opts -- env $env $here/$test >\"\$out\" 2>&1 &"
+		pid=$! t=0
+		while kill -0 "$pid" 2>/dev/null && [ "$t" -lt "$start_timeout" ]; do
+			sleep 1
+			t=$((t + 1))
+			grep -aq 'vsrs-test: begin' "$klog" && break
+		done
+		if [ "$t" -ge "$start_timeout" ] && kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid"
+			wait "$pid"
+			echo "# $name: the guest had not begun its test after $start_timeout s: stopped"
+			grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n 10 | sed 's/^/# /'
+			tail -n 20 "$klog" | sed 's/^/# console: /'
+			tail -n 20 "$tdlog" | sed 's/^/# testdev: /'
+			status=125
+			[ "$try" = 1 ] && { echo "# $name: once more"; continue; }
+			break
+		fi
+		wait "$pid"
 		status=$?
 		# virtme-ng answers 255 with no output at all when the guest's
 		# output and exit code are lost before the test ran (seen here
@@ -83,11 +106,12 @@ guest() {
 	[ "$src" = "$out" ] || rm -f "$src"
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
-		grep -a -v -E '^(ok|not ok) - ' "$out" | tail -n 40 | sed 's/^/# /'
+		grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n 40 | sed 's/^/# /'
 		echo "# the guest's kernel console, last lines:"
 		tail -n 60 "$klog" | sed 's/^/# console: /'
+		tail -n 30 "$tdlog" | sed 's/^/# testdev: /'
 	fi
-	rm -f "$out" "$klog"
+	rm -f "$out" "$klog" "$tdlog"
 }
 
 img_dir=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
