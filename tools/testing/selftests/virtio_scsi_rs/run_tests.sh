@@ -34,7 +34,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|device error|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev faults C driver|testdev T10 PI C driver"
+EXTENDED="256 LUNs|queues num_queues=1|queues num_queues=4|queues num_queues=2,virtqueue_size=16|queues num_queues=4 poll_queues=2|lifecycle|events|controller unplug|tmf abort|testdev C driver|testdev faults C driver|testdev T10 PI C driver"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
@@ -186,12 +186,16 @@ for shape in "num_queues=1:2:" "num_queues=4:4:" "num_queues=2,virtqueue_size=16
 done
 
 # An injected read error fails one request, the disk stays usable. raw on top
-# of blkdebug: only then does a read_aio event reach the rule.
+# of blkdebug: only then does a read_aio event reach the rule. errno 61
+# (ENODATA): QEMU answers MEDIUM ERROR / unrecovered read error, which the
+# midlayer does not retry (EIO becomes ABORTED COMMAND: retried, and the
+# once-rule is spent on the first try). Sector 77777: nothing reads it while
+# the disk is probed (sector 8192 is read then, and spends the rule).
 truncate -s 64M "$img_dir/e0.raw"
 opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 64M) \
--blockdev driver=raw,node-name=e0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/e0.raw,file.inject-error.0.event=read_aio,file.inject-error.0.errno=5,file.inject-error.0.sector=8192,file.inject-error.0.once=on \
+-blockdev driver=raw,node-name=e0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/e0.raw,file.inject-error.0.event=read_aio,file.inject-error.0.errno=61,file.inject-error.0.sector=77777,file.inject-error.0.once=on \
 -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=e0,serial=vsrs-e0,rerror=report"
-guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=8192" deverr.sh
+guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=77777" deverr.sh
 
 guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
 	"VSRS_CYCLES=20" lifecycle.sh
