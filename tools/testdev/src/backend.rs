@@ -89,11 +89,7 @@ impl Backend {
     }
 
     /// Pops the available chains of a queue: (head, readable bytes, writable segments).
-    fn pop(
-        &mut self,
-        q: usize,
-        vring: &Vring,
-    ) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
+    fn pop(&mut self, q: usize, vring: &Vring) -> io::Result<Vec<(u16, Vec<u8>, Vec<(u64, u32)>)>> {
         let mut out = Vec::new();
         let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
             return Ok(out);
@@ -140,14 +136,7 @@ impl Backend {
         }
     }
 
-    fn complete(
-        &self,
-        vring: &Vring,
-        head: u16,
-        segs: &[(u64, u32)],
-        bytes: &[u8],
-        used_len: u32,
-    ) {
+    fn complete(&self, vring: &Vring, head: u16, segs: &[(u64, u32)], bytes: &[u8], used_len: u32) {
         self.write_back(segs, bytes);
         if let Err(e) = vring.add_used(head, used_len) {
             eprintln!("testdev: add_used: {e:?}");
@@ -357,12 +346,7 @@ mod tests {
     fn setup(
         cdb: &[u8],
         wlens: &[u32],
-    ) -> (
-        Backend,
-        Vec<Vring>,
-        GuestMemoryAtomic<GuestMemoryMmap>,
-        u64,
-    ) {
+    ) -> (Backend, Vec<Vring>, GuestMemoryAtomic<GuestMemoryMmap>, u64) {
         let mem = GuestMemoryAtomic::new(
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap(),
         );
