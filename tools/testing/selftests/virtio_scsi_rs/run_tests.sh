@@ -34,7 +34,7 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
-EXTENDED="256 LUNs|events|controller unplug|tmf abort"
+EXTENDED="256 LUNs|events"
 
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
