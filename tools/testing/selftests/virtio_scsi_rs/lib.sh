@@ -297,6 +297,14 @@ ctl() {
 	echo "$reply"
 }
 ctl_ok() { case $(ctl "$1") in *'"ok":true'*) return 0 ;; *) ctl "$1"; return 1 ;; esac; }
+# fault_ok JSON: ctl_ok for a fault rule, once udev is idle: a one-shot rule
+# must hit the test's own read, not udev's probe of a disk the test just
+# wrote (close after write -> change event -> blkid reads it; late on the
+# debug kernel, it took the MEDIUM ERROR meant for the test's read once).
+fault_ok() {
+	udevadm settle --timeout=60 >/dev/null 2>&1
+	ctl_ok "$1"
+}
 
 # Block devices of the test device's LUNs (VPD serial tdev-T-L), as
 # "T-L /dev/sdX" lines.

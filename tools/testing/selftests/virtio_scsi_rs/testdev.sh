@@ -26,14 +26,14 @@ check "disk 0:2 goes away" wait_for 60 no_disk 0-2
 
 # A medium error on one read: that read fails, the disk stays usable.
 check "fault: next READ(10) on 0:1 gets MEDIUM ERROR" \
-	ctl_ok '{"cmd":"fault","fault":"sense","target":0,"lun":1,"opcode":40,"key":3,"asc":17}'
+	fault_ok '{"cmd":"fault","fault":"sense","target":0,"lun":1,"opcode":40,"key":3,"asc":17}'
 read_fails "$d1" "the faulted read fails"
 check "the next read of $d1 succeeds" dd if="$d1" of=/dev/null bs=4k count=1 iflag=direct status=none
 check "$d0 unaffected" dd if="$d0" of=/dev/null bs=64k count=16 iflag=direct status=none
 
 # A request held for 3 s completes late but completes.
 check "fault: hold the next READ(10) on 0:0 for 3000 ms" \
-	ctl_ok '{"cmd":"fault","fault":"hold","ms":3000,"target":0,"lun":0,"opcode":40}'
+	fault_ok '{"cmd":"fault","fault":"hold","ms":3000,"target":0,"lun":0,"opcode":40}'
 start=$(date +%s%N)
 check "the held read completes" dd if="$d0" of=/dev/null bs=4k count=1 skip=100 iflag=direct status=none
 ms=$((($(date +%s%N) - start) / 1000000))
@@ -48,14 +48,14 @@ t0=$(tmfs)
 echo 5 >"/sys/block/${d0##*/}/device/timeout"
 if is_c; then
 	check "fault: hold the next READ(10) on 0:0 for 12 s" \
-		ctl_ok '{"cmd":"fault","fault":"hold","ms":12000,"target":0,"lun":0,"opcode":40}'
+		fault_ok '{"cmd":"fault","fault":"hold","ms":12000,"target":0,"lun":0,"opcode":40}'
 	check "the held read completes when the device answers" \
 		timeout 120 dd if="$d0" of=/dev/null bs=4k count=1 skip=200 iflag=direct status=none
 	t1=$(tmfs)
 	check "...without a TMF ($t0 -> $t1 TMFs: the timer was restarted)" test "${t1:-0}" -eq "${t0:-0}"
 else
 	check "fault: hold the next READ(10) on 0:0 until a TMF" \
-		ctl_ok '{"cmd":"fault","fault":"hold","target":0,"lun":0,"opcode":40}'
+		fault_ok '{"cmd":"fault","fault":"hold","target":0,"lun":0,"opcode":40}'
 	check "the read held forever completes after error handling" \
 		timeout 120 dd if="$d0" of=/dev/null bs=4k count=1 skip=200 iflag=direct status=none
 	t1=$(tmfs)

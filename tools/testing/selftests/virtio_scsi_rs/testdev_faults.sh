@@ -51,7 +51,7 @@ said_since_mark() { dmesg | tail -n +"$((mark + 1))" | grep -qE "$1"; }
 inject() {
 	local said
 	mark=$(dmesg | wc -l)
-	if ! ctl_ok "{\"cmd\":\"fault\",\"fault\":$2,\"target\":0,\"lun\":1,\"opcode\":40}"; then
+	if ! fault_ok "{\"cmd\":\"fault\",\"fault\":$2,\"target\":0,\"lun\":1,\"opcode\":40}"; then
 		not_ok "fault $1: the test device takes it"
 		got="not injected"
 		return
@@ -102,9 +102,9 @@ if is_c; then
 else
 	t0=$(stat_of tmf_timeouts) l0=$(stat_of late_tmf_answers)
 	echo 5 >"/sys/block/${d1##*/}/device/timeout"
-	check "late TMF: hold the next TMF 15 s" ctl_ok '{"cmd":"fault","fault":"tmf_hold","ms":15000}'
+	check "late TMF: hold the next TMF 15 s" fault_ok '{"cmd":"fault","fault":"tmf_hold","ms":15000}'
 	check "late TMF: hold the next READ(10) of 0:1 until a TMF" \
-		ctl_ok '{"cmd":"fault","fault":"hold","target":0,"lun":1,"opcode":40}'
+		fault_ok '{"cmd":"fault","fault":"hold","target":0,"lun":1,"opcode":40}'
 	got=$(read_d1)
 	echo "table: $MOD | TMF answered after 15 s (tmf_timeout 5 s) | read: $got | stats: tmf_timeouts $t0 -> $(stat_of tmf_timeouts)" | diag
 	expect_eq "late TMF: the held read ends through error handling with the data" "$got" ok

@@ -14,7 +14,7 @@ b=${d##*/}
 expect_eq "$d integrity format" "$(cat /sys/block/$b/integrity/format 2>/dev/null)" T10-DIF-TYPE1-CRC
 check "fio randwrite crc32c verify on $d (PI generated and checked)" fio_verify 1 8M "$d"
 check "fault: corrupt the guard tag of the next READ(10)" \
-	ctl_ok '{"cmd":"fault","fault":"bad_guard","target":0,"lun":0,"opcode":40}'
+	fault_ok '{"cmd":"fault","fault":"bad_guard","target":0,"lun":0,"opcode":40}'
 read_fails "$d" "the read with a bad guard tag fails"
 new_dmesg | grep -iE 'guard|integrity|protection|I/O error' | tail -n 5 | diag
 check "the next read succeeds" dd if="$d" of=/dev/null bs=4k count=1 iflag=direct status=none
