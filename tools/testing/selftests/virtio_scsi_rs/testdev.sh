@@ -47,20 +47,16 @@ tmfs() { ctl '{"cmd":"status"}' | sed -n 's/.*"tmfs":\([0-9]*\).*/\1/p'; }
 t0=$(tmfs)
 echo 5 >"/sys/block/${d0##*/}/device/timeout"
 if is_c; then
-	check "fault: hold the next READ(10) on 0:0 for 12 s" \
-		fault_ok '{"cmd":"fault","fault":"hold","ms":12000,"target":0,"lun":0,"opcode":40}'
-	check "the held read completes when the device answers" \
-		timeout 120 dd if="$d0" of=/dev/null bs=4k count=1 skip=200 iflag=direct status=none
-	t1=$(tmfs)
-	check "...without a TMF ($t0 -> $t1 TMFs: the timer was restarted)" test "${t1:-0}" -eq "${t0:-0}"
+	hold='"ms":12000,' held="for 12 s" ends="when the device answers" tmf="without a TMF" more=-eq
 else
-	check "fault: hold the next READ(10) on 0:0 until a TMF" \
-		fault_ok '{"cmd":"fault","fault":"hold","target":0,"lun":0,"opcode":40}'
-	check "the read held forever completes after error handling" \
-		timeout 120 dd if="$d0" of=/dev/null bs=4k count=1 skip=200 iflag=direct status=none
-	t1=$(tmfs)
-	check "...through a TMF ($t0 -> $t1 TMFs)" test "${t1:-0}" -gt "${t0:-0}"
+	hold='' held="until a TMF" ends="after error handling" tmf="through a TMF" more=-gt
 fi
+check "fault: hold the next READ(10) on 0:0 $held" \
+	fault_ok "{\"cmd\":\"fault\",\"fault\":\"hold\",$hold\"target\":0,\"lun\":0,\"opcode\":40}"
+check "the held read completes $ends" \
+	timeout 120 dd if="$d0" of=/dev/null bs=4k count=1 skip=200 iflag=direct status=none
+t1=$(tmfs)
+check "...$tmf ($t0 -> $t1 TMFs)" test "${t1:-0}" "$more" "${t0:-0}"
 new_dmesg | grep -iE 'abort|reset|timing out|timed out' | tail -n 5 | diag
 
 check "no kernel warnings, oopses or lockdep reports" no_kernel_reports
