@@ -42,6 +42,14 @@ result() { # STATUS DESC
 
 EXTENDED="256 LUNs"
 
+# show_logs N: the last N lines of a guest's own output (result lines left
+# out), of its kernel console and of the test device's log, as diagnostics.
+show_logs() {
+	grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n "$1" | sed 's/^/# /'
+	tail -n "$1" "$klog" | sed 's/^/# console: /'
+	tail -n "$1" "$tdlog" | sed 's/^/# testdev: /'
+}
+
 # guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
 guest() {
 	local name=$1 opts=$2 env=$3 test=$4 out status line
@@ -68,9 +76,7 @@ guest() {
 			kill -TERM "$pid"
 			wait "$pid"
 			echo "# $name: the guest had not begun its test after $start_timeout s: stopped"
-			grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n 10 | sed 's/^/# /'
-			tail -n 20 "$klog" | sed 's/^/# console: /'
-			tail -n 20 "$tdlog" | sed 's/^/# testdev: /'
+			show_logs 20
 			status=125
 			[ "$try" = 1 ] && { echo "# $name: once more"; continue; }
 			break
@@ -84,8 +90,7 @@ guest() {
 		if [ "$try" = 1 ] && [ "$status" = 255 ] && ! grep -aq -E '^(ok|not ok) - ' "$out" &&
 			! grep -aq -E 'Kernel panic|BUG|Oops|WARNING|vsrs-test' "$klog"; then
 			echo "# $name: the guest produced nothing (virtme-ng status 255); once more"
-			grep -a -v -E '^(ok|not ok) - ' "$out" | tail -n 10 | sed 's/^/# /'
-			tail -n 10 "$klog" | sed 's/^/# console: /'
+			show_logs 10
 			continue
 		fi
 		break
@@ -112,10 +117,7 @@ guest() {
 	[ "$src" = "$out" ] || rm -f "$src"
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
-		grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n 40 | sed 's/^/# /'
-		echo "# the guest's kernel console, last lines:"
-		tail -n 60 "$klog" | sed 's/^/# console: /'
-		tail -n 30 "$tdlog" | sed 's/^/# testdev: /'
+		show_logs 60
 	fi
 	rm -f "$out" "$klog" "$tdlog"
 }
