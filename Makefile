@@ -7,7 +7,8 @@
 #   make run        boot a guest with virtio-scsi disks, load the module, show
 #                   what it bound, do I/O
 #   make check      host unit tests + guest tests; ends with "N passed, N failed"
-#   make check-extended   the same plus the guest cases not yet known to pass
+#                   (KERNEL=debug: on the KASAN/lockdep/kmemleak kernel;
+#                   CASES='resets|tmf': only the guest cases matching that regex)
 #   make CLIPPY=1   build with the kernel's clippy lints
 #   make fmt-check  rustfmt over every Rust file
 #   make bench      fio side by side: C virtio_scsi, virtio_scsi_rs, virtio-blk,
@@ -30,7 +31,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check check-extended fmt-check bench
+.PHONY: all modules clean run check fmt-check bench
 
 all: modules
 
@@ -46,9 +47,6 @@ run: modules
 
 check:
 	@tools/check.sh
-
-check-extended:
-	@VSRS_EXTENDED=1 tools/check.sh
 
 fmt-check:
 	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \

@@ -128,6 +128,10 @@ impl Template {
         t.eh_host_reset_handler = Some(eh_host_reset::<T>);
         t.dma_boundary = u32::MAX as usize;
         t.set_track_queue_depth(1);
+        // No bus to settle: the host reset handler returns once the device
+        // has been reset and its queues set up again, so the midlayer's 10 s
+        // sleep after a host reset would only stall error handling.
+        t.set_skip_settle_delay(1);
         Self(t)
     }
 }

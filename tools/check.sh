@@ -4,6 +4,7 @@
 # any failure.
 #
 # KDIR=/path/to/built/linux uses that tree instead of the cached test kernel.
+# CASES=REGEX runs only the guest cases whose name matches (run_tests.sh FILTER).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -67,24 +68,27 @@ fi
 
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
 tap=$(mktemp)
-VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh 2>&1 | tee "$tap"
+VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh "${CASES:-}" 2>&1 | tee "$tap"
 p=$(grep -c '^ok ' "$tap")
 f=$(grep -c '^not ok ' "$tap")
 rm -f "$tap"
 [ "$p" -gt 0 ] || f=$((f + 1))
 tally "$p" "$f"
 
-step "make bench smoke (one round of a tiny matrix on the test kernel; no timing asserted)"
-bench_out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
-VSRS_KDIR=$kdir VSRS_BENCH_KO=$top/virtio_scsi_rs.ko tools/bench/bench.sh --smoke --out "$bench_out" 2>&1 | tail -n 30
-# Not its exit status: virtio-blk fails in the guest for now (open bug).
-if [ -s "$bench_out/results.md" ] && [ -s "$bench_out/iops.png" ] &&
-	grep -qE '^\| null randread 4k io_uring qd1 j1 \| [^|]+ \| [0-9]+ \| [0-9]+ \|' "$bench_out/results.md"; then
-	# (C and Rust columns: virtio-blk's device lookup in the guest is an open bug)
-	echo "ok: bench smoke: table and plot written"; tally 1 0
-	rm -rf "$bench_out"
-else
-	echo "not ok: bench smoke (output in $bench_out)"; tally 0 1
+# A run of some guest cases only (CASES) leaves the bench out.
+if [ -z "${CASES:-}" ]; then
+	step "make bench smoke (one round of a tiny matrix on the test kernel; no timing asserted)"
+	bench_out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
+	VSRS_KDIR=$kdir VSRS_BENCH_KO=$top/virtio_scsi_rs.ko tools/bench/bench.sh --smoke --out "$bench_out" 2>&1 | tail -n 30
+	# Not its exit status: virtio-blk fails in the guest for now (open bug).
+	if [ -s "$bench_out/results.md" ] && [ -s "$bench_out/iops.png" ] &&
+		grep -qE '^\| null randread 4k io_uring qd1 j1 \| [^|]+ \| [0-9]+ \| [0-9]+ \|' "$bench_out/results.md"; then
+		# (C and Rust columns: virtio-blk's device lookup in the guest is an open bug)
+		echo "ok: bench smoke: table and plot written"; tally 1 0
+		rm -rf "$bench_out"
+	else
+		echo "not ok: bench smoke (output in $bench_out)"; tally 0 1
+	fi
 fi
 
 echo

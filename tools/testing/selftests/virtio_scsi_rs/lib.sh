@@ -72,9 +72,11 @@ new_dmesg() { dmesg | tail -n +"$((dmesg_start + 1))" | grep -v 'vsrs-tap: '; }
 # Fails when the kernel reported a warning, bug, sanitizer or lockdep splat,
 # or a hung task since begin().
 no_kernel_reports() {
-	local bad
-	bad=$(new_dmesg | grep -E 'WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call Trace' || true)
-	[ -z "$bad" ] || { new_dmesg | tail -n 60; return 1; }
+	local re='WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call Trace'
+	new_dmesg | grep -qE "$re" || return 0
+	# The first report with what led to it.
+	new_dmesg | grep -m1 -B10 -A50 -E "$re"
+	return 1
 }
 
 # Fails when kmemleak finds unreferenced objects allocated since begin().
@@ -163,8 +165,8 @@ count_disks() {
 	done
 	echo "$n"
 }
-wait_disks() { # N
-	local end=$((${EPOCHREALTIME%.*} + 120))
+wait_disks() { # N [SECONDS, default 120]
+	local end=$((${EPOCHREALTIME%.*} + ${2:-120}))
 	while [ "${EPOCHREALTIME%.*}" -le "$end" ]; do
 		[ "$(count_disks)" -ge "$1" ] && { udevadm settle 2>/dev/null; return 0; }
 		sleep 0.5

@@ -19,7 +19,9 @@ for r in "${ranges[@]}"; do
 done
 want=$(IFS=,; echo "${luns[*]}")
 check "insmod" load
-check "all ${#luns[@]} LUNs appear as disks" wait_disks "${#luns[@]}"
+# sd probes them after the scan and udev works through 512 new devices: a
+# debug-kernel guest under TCG takes minutes.
+check "all ${#luns[@]} LUNs appear as disks" wait_disks "${#luns[@]}" 900
 expect_eq "the LUN numbers are exactly the configured ones" \
 	"$(vsrs_devices 0 | awk -F'[: ]' '{print $4}' | sort -n | paste -sd,)" "$want"
 last=/dev/$(vsrs_devices 0 | sort -t: -k4,4n | tail -n1 | sed 's|.*/dev/||')
