@@ -11,6 +11,8 @@
 #                   CASES='resets|tmf': only the guest cases matching that regex)
 #   make CLIPPY=1   build with the kernel's clippy lints
 #   make fmt-check  rustfmt over every Rust file
+#   make fuzz       libFuzzer over the decoders of device answers (nightly
+#                   Rust; FUZZ_SECONDS, default 300)
 #   make bench      fio side by side: C virtio_scsi, virtio_scsi_rs, virtio-blk,
 #                   on the non-debug bench kernel (built on first use); table
 #                   and plot in bench/results/<date>/. BENCH_ARGS passes options
@@ -31,7 +33,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench
+.PHONY: all modules clean run check fmt-check bench fuzz
 
 all: modules
 
@@ -40,7 +42,7 @@ modules:
 
 clean:
 	@$(with_kdir) $(KBUILD) clean
-	rm -rf protocol/target
+	rm -rf protocol/target protocol/fuzz/target
 
 run: modules
 	@$(with_kdir) VSRS_KDIR="$$kdir" tools/run-demo.sh
@@ -50,7 +52,10 @@ check:
 
 fmt-check:
 	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \
-		$$(git ls-files '*.rs' ':!:protocol/target')
+		$$(git ls-files '*.rs')
 
 bench:
 	@tools/bench/bench.sh $(BENCH_ARGS)
+
+fuzz:
+	@tools/fuzz.sh $(FUZZ_SECONDS)

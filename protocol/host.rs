@@ -12,3 +12,7 @@ pub use protocol::*;
 
 #[cfg(test)]
 mod uapi_layout;
+
+/// The fuzzing harness (`fuzz/`, and a pseudo-random run in `cargo test`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
