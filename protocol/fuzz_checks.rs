@@ -228,24 +228,17 @@ fn config(input: &mut Input<'_>) {
     assert!((EVENT_INFO_MIN..=EVENT_INFO_MAX).contains(&c.event_info_size));
     assert!(c.max_target <= MAX_TARGET_LIMIT);
     assert!(c.max_lun <= MAX_LUN_LIMIT);
-    let untouched = |name: &str| !fixed[..n].contains(&name);
-    if untouched("seg_max") {
-        assert_eq!(c.seg_max, raw.seg_max);
-    }
-    if untouched("max_sectors") {
-        assert_eq!(c.max_sectors, raw.max_sectors);
-    }
-    if untouched("cmd_per_lun") {
-        assert_eq!(c.cmd_per_lun, raw.cmd_per_lun);
-    }
-    if untouched("event_info_size") {
-        assert_eq!(c.event_info_size, raw.event_info_size);
-    }
-    if untouched("max_target") {
-        assert_eq!(c.max_target, raw.max_target);
-    }
-    if untouched("max_lun") {
-        assert_eq!(c.max_lun, raw.max_lun);
+    for (name, used, given) in [
+        ("seg_max", c.seg_max, raw.seg_max),
+        ("max_sectors", c.max_sectors, raw.max_sectors),
+        ("cmd_per_lun", c.cmd_per_lun, raw.cmd_per_lun),
+        ("event_info_size", c.event_info_size, raw.event_info_size),
+        ("max_target", c.max_target.into(), raw.max_target.into()),
+        ("max_lun", c.max_lun, raw.max_lun),
+    ] {
+        if !fixed[..n].contains(&name) {
+            assert_eq!(used, given, "{name} changed without a report");
+        }
     }
 }
 
