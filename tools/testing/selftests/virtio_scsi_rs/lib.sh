@@ -73,10 +73,8 @@ new_dmesg() { dmesg | tail -n +"$((dmesg_start + 1))" | grep -v 'vsrs-tap: '; }
 # or a hung task since begin().
 no_kernel_reports() {
 	local re='WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call Trace'
-	new_dmesg | grep -qE "$re" || return 0
-	# The first report with what led to it.
-	new_dmesg | grep -m1 -B10 -A50 -E "$re"
-	return 1
+	# The first report with what led to it; none: success.
+	! new_dmesg | grep -m1 -B10 -A50 -E "$re"
 }
 
 # Fails when kmemleak finds unreferenced objects allocated since begin().
