@@ -124,7 +124,7 @@ many() {
 		fi
 	done
 	expect_eq "$n resets in a row (-d/-t/-H in turn) under fio: all succeed" "$fails failed" "0 failed"
-	expect_eq "$((runs - 1)) fio runs that finished during the resets: none failed verification" "$fio_fail failed" "0 failed"
+	expect_eq "fio runs that finished during the resets: $((runs - 1)), none failed verification" "$fio_fail failed" "0 failed"
 	fio_wait "$n resets, last fio run"
 	eh_stats | diag
 	check "kmemleak clean after $n resets" kmemleak_clean
