@@ -87,37 +87,28 @@ no_kernel_reports() {
 # no disk's path allocates them, and one such report came from a run where
 # the host CPUs were busy with other work; they are listed as diagnostics.
 kmemleak_unrelated='inotify_add_watch'
-# kmemleak_report: what kmemleak reports after two scans (an object must be
-# found unreferenced by both to be reported).
-kmemleak_report() {
-	local f=/sys/kernel/debug/kmemleak
-	echo scan >"$f"; sleep 1; echo scan >"$f"
-	cat "$f"
-}
-# kmemleak_pick REPORT 1|0: its objects that are (1) or are not (0) unrelated,
-# one record per object: its "unreferenced object" line and those after.
-kmemleak_pick() {
-	echo "$1" | awk -v skip="$kmemleak_unrelated" -v want="$2" '
+kmemleak_clean() {
+	local f=/sys/kernel/debug/kmemleak report i
+	[ -e "$f" ] || { echo "kmemleak is not available in this kernel"; return 1; }
+	# An object must be found unreferenced by two scans to be reported.
+	for i in 1 2; do
+		echo scan >"$f"; sleep 1; echo scan >"$f"
+		report=$(cat "$f")
+		[ -z "$report" ] || continue
+		[ "$i" = 1 ] || echo "# kmemleak: the first report was gone after two more scans" >&9
+		return 0
+	done
+	# One record per object: its "unreferenced object" line and those after.
+	report=$(echo "$report" | awk -v skip="$kmemleak_unrelated" '
 		function flush() {
-			if (rec != "" && (rec ~ skip) == want) print (want ? "kmemleak, not counted: " : "") rec
+			if (rec == "") return
+			if (rec ~ skip) print "kmemleak, not counted: " rec | "sed \"s/^/# /\" >&9"
+			else print rec
 			rec = ""
 		}
 		/^unreferenced object/ { flush(); rec = $0; next }
 		{ rec = rec "\n" $0 }
-		END { flush() }'
-}
-kmemleak_clean() {
-	local report
-	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak is not available in this kernel"; return 1; }
-	report=$(kmemleak_report)
-	[ -z "$report" ] && return 0
-	report=$(kmemleak_report)
-	if [ -z "$report" ]; then
-		echo "kmemleak: the first report was gone after two more scans" | diag >&9
-		return 0
-	fi
-	kmemleak_pick "$report" 1 | diag >&9
-	report=$(kmemleak_pick "$report" 0)
+		END { flush() }')
 	[ -z "$report" ] || { echo "$report" | head -n 60; return 1; }
 }
 
