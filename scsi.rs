@@ -1,78 +1,84 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers over the SCSI midlayer for this driver: the host template,
-//! the `Scsi_Host`, commands, and putting a command on a request virtqueue
-//! and taking it back. With `virtio.rs` and `irqlock.rs`, this is where the
-//! `unsafe` code lives.
+//! Safe wrappers over the SCSI midlayer, for any low-level driver: a host
+//! template typed by the driver's operations, a `Scsi_Host` that is added
+//! once and removed when dropped, commands owned by the driver from
+//! `queuecommand` until it completes them (exactly once, by type), what
+//! error handling may look at, and references to hosts and devices for
+//! scanning.
 
-use crate::{
-    bindings,
-    protocol::{
-        cmd::{pi_bytes, PiBytes},
-        wire::{CMD_REQ_PI_SIZE, CMD_RESP_SIZE},
-    },
-    virtio::Virtqueue,
-};
-use core::{
-    ffi::c_void,
-    marker::PhantomData,
-    mem::size_of,
-    ptr::NonNull,
-    sync::atomic::{AtomicU8, Ordering},
-};
+use crate::{bindings, dma};
+use core::{ffi::c_void, marker::PhantomData, mem::size_of, ptr::NonNull};
 use kernel::{
     device,
-    error::to_result,
+    error::{to_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_char, c_int, c_uint},
     prelude::*,
-    sync::Arc,
     types::ForeignOwnable,
     ThisModule,
 };
 
-/// The per-command area the midlayer allocates with each command
-/// (`cmd_size`): the request header the device reads and the response it
-/// writes. It lives in the request's memory, which is DMA-able.
-#[repr(C)]
-pub(crate) struct CmdPriv {
-    /// `struct virtio_scsi_cmd_req` (or `_pi`), encoded by the driver.
-    pub(crate) req: [u8; CMD_REQ_PI_SIZE],
-    /// `struct virtio_scsi_cmd_resp`, written by the device.
-    resp: [u8; CMD_RESP_SIZE],
-    /// 1 while the command is on a request virtqueue (set by `submit`,
-    /// cleared by `next_done`): error handling reports success for a command
-    /// only once the device has given it back.
-    in_flight: AtomicU8,
-}
+/// The host's data as the driver's callbacks see it.
+pub(crate) type HostRef<'a, T> = <<T as Operations>::HostData as ForeignOwnable>::Borrowed<'a>;
 
-/// The queue was full: the midlayer requeues the command later.
-pub(crate) struct HostBusy;
+/// What the midlayer calls: a low-level driver's operations.
+#[vtable]
+pub(crate) trait Operations: Sized + 'static {
+    /// The driver's state of a host, kept in the host's private area from
+    /// [`Host::add`] until the host is removed.
+    type HostData: ForeignOwnable + Send + Sync;
+    /// The driver's part of every command (`cmd_size`), zeroed by the
+    /// midlayer before each `queuecommand`.
+    type CmdData: pin_init::Zeroable + Sync;
 
-/// What the midlayer calls; implemented by the driver's shared state.
-pub(crate) trait HostOps: Send + Sync + 'static {
-    /// Start `cmd` (`queuecommand`).
-    fn queue_command(&self, cmd: Command<'_>) -> Result<(), HostBusy>;
+    /// Start `cmd` (`queuecommand`): give it to the device, complete it, or
+    /// hand it back as [`Busy`] for the midlayer to retry.
+    fn queue_command(host: HostRef<'_, Self>, cmd: Command<Self>) -> Result<(), Busy<Self>>;
     /// Notify the device of commands queued without their last flag.
-    fn commit_rqs(&self, hwq: u16);
+    fn commit_rqs(_host: HostRef<'_, Self>, _hwq: u16) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Complete what is done on poll queue `hwq`; returns how many.
-    fn mq_poll(&self, hwq: u32) -> i32;
+    fn mq_poll(_host: HostRef<'_, Self>, _hwq: u32) -> i32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Lay out the hardware queues of the tag set.
-    fn map_queues(&self, maps: &mut QueueMaps<'_>);
+    fn map_queues(_host: HostRef<'_, Self>, _maps: &mut QueueMaps<'_>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Upper bound for a device's queue depth (`change_queue_depth`).
-    fn max_queue_depth(&self) -> i32;
+    fn max_queue_depth(_host: HostRef<'_, Self>) -> i32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// A command timed out: `true` to give it more time (the timer restarts),
     /// `false` to let the midlayer's error handling abort it.
-    fn eh_timed_out(&self, cmd: &EhCommand<'_>) -> bool;
+    fn eh_timed_out(_host: HostRef<'_, Self>, _cmd: &EhCommand<'_>) -> bool {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Abort `cmd` (`eh_abort_handler`).
-    fn eh_abort(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    fn eh_abort(_host: HostRef<'_, Self>, _cmd: &EhCommand<'_>) -> EhOutcome {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Reset the LUN of `cmd` (`eh_device_reset_handler`).
-    fn eh_device_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    fn eh_device_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand<'_>) -> EhOutcome {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Reset the target of `cmd` (`eh_target_reset_handler`).
-    fn eh_target_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    fn eh_target_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand<'_>) -> EhOutcome {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// Reset the whole host (`eh_host_reset_handler`).
-    fn eh_host_reset(&self, cmd: &EhCommand<'_>) -> EhOutcome;
+    fn eh_host_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand<'_>) -> EhOutcome {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+    /// A LUN is being allocated, before it is probed (`sdev_init`).
+    fn sdev_init(_host: HostRef<'_, Self>, _sdev: &mut NewDevice<'_>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
     /// A LUN was found and is about to be attached (`sdev_configure`).
-    fn sdev_configure(&self, sdev: &mut ScsiDevice<'_>);
+    fn sdev_configure(_host: HostRef<'_, Self>, _sdev: &mut ScsiDevice<'_>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// What an error handler reports to the midlayer.
@@ -93,18 +99,19 @@ impl EhOutcome {
     }
 }
 
-/// A `struct scsi_host_template`, immutable once made.
-pub(crate) struct Template(bindings::scsi_host_template);
+/// A `struct scsi_host_template` for hosts driven by `T`, immutable once
+/// made.
+pub(crate) struct Template<T: Operations>(bindings::scsi_host_template, PhantomData<T>);
 
 // SAFETY: The template is never written after `new`; it only points to
 // `'static` strings, the module, and functions.
-unsafe impl Send for Template {}
+unsafe impl<T: Operations> Send for Template<T> {}
 // SAFETY: As above.
-unsafe impl Sync for Template {}
+unsafe impl<T: Operations> Sync for Template<T> {}
 
-impl Template {
+impl<T: Operations> Template<T> {
     /// The template of hosts driven by `T`.
-    pub(crate) fn new<T: HostOps>(
+    pub(crate) fn new(
         module: &'static ThisModule,
         name: &'static CStr,
         proc_name: &'static CStr,
@@ -114,25 +121,70 @@ impl Template {
         t.name = name.as_char_ptr();
         t.proc_name = proc_name.as_char_ptr();
         t.this_id = -1;
-        t.cmd_size = size_of::<CmdPriv>() as c_uint;
+        t.cmd_size = size_of::<T::CmdData>() as c_uint;
         t.queuecommand = Some(queuecommand::<T>);
-        t.commit_rqs = Some(commit_rqs::<T>);
-        t.mq_poll = Some(mq_poll::<T>);
-        t.map_queues = Some(map_queues::<T>);
-        t.change_queue_depth = Some(change_queue_depth::<T>);
-        t.eh_timed_out = Some(eh_timed_out::<T>);
-        t.sdev_configure = Some(sdev_configure::<T>);
-        t.eh_abort_handler = Some(eh_abort::<T>);
-        t.eh_device_reset_handler = Some(eh_device_reset::<T>);
-        t.eh_target_reset_handler = Some(eh_target_reset::<T>);
-        t.eh_host_reset_handler = Some(eh_host_reset::<T>);
+        t.commit_rqs = if T::HAS_COMMIT_RQS {
+            Some(commit_rqs::<T>)
+        } else {
+            None
+        };
+        t.mq_poll = if T::HAS_MQ_POLL {
+            Some(mq_poll::<T>)
+        } else {
+            None
+        };
+        t.map_queues = if T::HAS_MAP_QUEUES {
+            Some(map_queues::<T>)
+        } else {
+            None
+        };
+        t.change_queue_depth = if T::HAS_MAX_QUEUE_DEPTH {
+            Some(change_queue_depth::<T>)
+        } else {
+            None
+        };
+        t.eh_timed_out = if T::HAS_EH_TIMED_OUT {
+            Some(eh_timed_out::<T>)
+        } else {
+            None
+        };
+        t.sdev_init = if T::HAS_SDEV_INIT {
+            Some(sdev_init::<T>)
+        } else {
+            None
+        };
+        t.sdev_configure = if T::HAS_SDEV_CONFIGURE {
+            Some(sdev_configure::<T>)
+        } else {
+            None
+        };
+        t.eh_abort_handler = if T::HAS_EH_ABORT {
+            Some(eh_abort::<T>)
+        } else {
+            None
+        };
+        t.eh_device_reset_handler = if T::HAS_EH_DEVICE_RESET {
+            Some(eh_device_reset::<T>)
+        } else {
+            None
+        };
+        t.eh_target_reset_handler = if T::HAS_EH_TARGET_RESET {
+            Some(eh_target_reset::<T>)
+        } else {
+            None
+        };
+        t.eh_host_reset_handler = if T::HAS_EH_HOST_RESET {
+            Some(eh_host_reset::<T>)
+        } else {
+            None
+        };
         t.dma_boundary = u32::MAX as usize;
         t.set_track_queue_depth(1);
-        // No bus to settle: the host reset handler returns once the device
-        // has been reset and its queues set up again, so the midlayer's 10 s
-        // sleep after a host reset would only stall error handling.
+        // No bus to settle: a host reset handler returns once the device has
+        // been reset, so the midlayer's 10 s sleep after it would only stall
+        // error handling.
         t.set_skip_settle_delay(1);
-        Self(t)
+        Self(t, PhantomData)
     }
 }
 
@@ -145,7 +197,7 @@ pub(crate) struct HostParams {
     pub(crate) max_id: u32,
     pub(crate) max_lun: u64,
     pub(crate) max_cmd_len: u16,
-    /// Hardware queues (one per request virtqueue).
+    /// Hardware queues.
     pub(crate) nr_hw_queues: u32,
     /// Queue maps: 1, or 3 when there are poll queues.
     pub(crate) nr_maps: u32,
@@ -154,30 +206,25 @@ pub(crate) struct HostParams {
     pub(crate) t10_pi: bool,
 }
 
-/// A `Scsi_Host` driven by `T`: allocated, then added with the driver's shared
-/// state (which its private area holds a reference to), then removed. Dropping
-/// it removes it if needed and puts the allocation's reference.
+/// A `Scsi_Host` driven by `T`, allocated and not added yet.
 ///
 /// # Invariants
 ///
-/// `shost` is a host allocated from a `Template` for `T`, with a reference
-/// held by this value; while `added`, its private area holds an
-/// `Arc<T>` from `into_foreign`.
-pub(crate) struct Host<T: HostOps> {
+/// `shost` was allocated from a `Template<T>` with one pointer of private
+/// area, which holds null; this value holds the allocation's reference.
+pub(crate) struct Host<T: Operations> {
     shost: NonNull<bindings::Scsi_Host>,
-    added: bool,
-    _ops: PhantomData<Arc<T>>,
+    _ops: PhantomData<T>,
 }
 
 // SAFETY: The midlayer's host API may be used from any task.
-unsafe impl<T: HostOps> Send for Host<T> {}
-// SAFETY: `&Host` allows nothing that races: all changes take `&mut self`.
-unsafe impl<T: HostOps> Sync for Host<T> {}
+unsafe impl<T: Operations> Send for Host<T> {}
 
-impl<T: HostOps> Host<T> {
+impl<T: Operations> Host<T> {
     /// Allocates a host from `template` with the limits of `p`.
-    pub(crate) fn alloc(template: &'static Template, p: &HostParams) -> Result<Self> {
-        // SAFETY: The template is `'static`; the private area holds one pointer.
+    pub(crate) fn alloc(template: &'static Template<T>, p: &HostParams) -> Result<Self> {
+        // SAFETY: The template is `'static`; the private area holds one
+        // pointer, zeroed by the allocation.
         let shost =
             unsafe { bindings::scsi_host_alloc(&template.0, size_of::<*mut c_void>() as c_int) };
         let shost = NonNull::new(shost).ok_or(ENOMEM)?;
@@ -207,57 +254,74 @@ impl<T: HostOps> Host<T> {
         }
         Ok(Self {
             shost,
-            added: false,
             _ops: PhantomData,
         })
     }
 
+    /// Adds the host below `dev` with `data` answering the midlayer's calls.
+    /// The host is added once: this consumes it.
+    pub(crate) fn add(self, data: T::HostData, dev: &device::Device) -> Result<AddedHost<T>> {
+        let shost = self.shost;
+        // The allocation's reference goes to the added host (or is put below).
+        core::mem::forget(self);
+        let ptr = data.into_foreign();
+        // SAFETY: The host is live; nothing reads the private area before
+        // `scsi_add_host` publishes the host (`map_queues` runs inside it).
+        unsafe { *priv_slot(shost) = ptr };
+        // SAFETY: The host is live and not added; `dev` is live for the call
+        // and the midlayer takes its own reference.
+        let ret =
+            unsafe { bindings::scsi_add_host_with_dma(shost.as_ptr(), raw_dev(dev), raw_dev(dev)) };
+        if let Err(e) = to_result(ret) {
+            // SAFETY: Not added, so no callback holds a borrow; `ptr` came
+            // from `into_foreign` above; the reference is the allocation's.
+            unsafe {
+                drop(T::HostData::from_foreign(ptr));
+                bindings::scsi_host_put(shost.as_ptr());
+            }
+            return Err(e);
+        }
+        Ok(AddedHost {
+            shost,
+            quiesced: false,
+            _ops: PhantomData,
+        })
+    }
+}
+
+impl<T: Operations> Drop for Host<T> {
+    fn drop(&mut self) {
+        // SAFETY: The reference from `scsi_host_alloc` is ours (type
+        // invariant); the host was never added.
+        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+    }
+}
+
+/// An added `Scsi_Host` driven by `T`. Dropping it removes it (the midlayer
+/// stops calling in and waits for every command, so the device must still
+/// work), drops the host data and puts the allocation's reference.
+///
+/// # Invariants
+///
+/// `shost` is added, with the private area holding `T::HostData` from
+/// `into_foreign`, and the allocation's reference held by this value. The
+/// tag set is quiesced by this value exactly while `quiesced`.
+pub(crate) struct AddedHost<T: Operations> {
+    shost: NonNull<bindings::Scsi_Host>,
+    quiesced: bool,
+    _ops: PhantomData<T>,
+}
+
+// SAFETY: The midlayer's host API may be used from any task.
+unsafe impl<T: Operations> Send for AddedHost<T> {}
+// SAFETY: `&AddedHost` allows reads and scans, which take the midlayer's locks.
+unsafe impl<T: Operations> Sync for AddedHost<T> {}
+
+impl<T: Operations> AddedHost<T> {
     /// The midlayer's host number (`hostN`).
     pub(crate) fn host_no(&self) -> u32 {
         // SAFETY: The host is live (type invariant); `host_no` is set at alloc.
         unsafe { (*self.shost.as_ptr()).host_no }
-    }
-
-    /// Adds the host below `dev` with `ops` answering the midlayer's calls.
-    pub(crate) fn add(&mut self, ops: Arc<T>, dev: &device::Device) -> Result {
-        let ptr = ops.into_foreign();
-        // SAFETY: The host is live; nothing reads the private area before
-        // `scsi_add_host` publishes the host.
-        unsafe { *self.priv_slot() = ptr };
-        // SAFETY: The host is live and not added yet; `dev` is live for the call
-        // and the midlayer takes its own reference.
-        let ret = unsafe {
-            bindings::scsi_add_host_with_dma(self.shost.as_ptr(), raw_dev(dev), raw_dev(dev))
-        };
-        if let Err(e) = to_result(ret) {
-            // SAFETY: Not added, so no callback holds a borrow; `ptr` is ours.
-            drop(unsafe { Arc::<T>::from_foreign(ptr) });
-            return Err(e);
-        }
-        self.added = true;
-        Ok(())
-    }
-
-    /// Scans the host for targets and LUNs (synchronously).
-    pub(crate) fn scan(&self) {
-        if self.added {
-            // SAFETY: The host is live and added.
-            unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) }
-        }
-    }
-
-    /// Removes the host: the midlayer stops calling in and waits for every
-    /// command to complete, so the device must still be working.
-    pub(crate) fn remove(&mut self) {
-        if !self.added {
-            return;
-        }
-        // SAFETY: The host is live and added.
-        unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
-        self.added = false;
-        // SAFETY: After `scsi_remove_host` the midlayer makes no more calls
-        // that borrow the private area; the pointer came from `add`.
-        drop(unsafe { Arc::<T>::from_foreign(*self.priv_slot()) });
     }
 
     /// A counted reference to the host, for work that runs outside the
@@ -269,18 +333,49 @@ impl<T: HostOps> Host<T> {
         HostHandle(self.shost)
     }
 
-    fn priv_slot(&self) -> *mut *mut c_void {
-        // SAFETY: The host is live; its private area holds one pointer.
-        unsafe { (*self.shost.as_ptr()).hostdata.as_mut_ptr().cast() }
+    /// Stops the block layer from calling `queuecommand` and `commit_rqs`
+    /// and waits for calls under way; the commands it holds wait.
+    pub(crate) fn quiesce(&mut self) {
+        if !self.quiesced {
+            // SAFETY: The host is added, so its tag set is live.
+            unsafe { bindings::blk_mq_quiesce_tagset(&raw mut (*self.shost.as_ptr()).tag_set) };
+            self.quiesced = true;
+        }
+    }
+
+    /// Lets the block layer call in again after [`AddedHost::quiesce`].
+    pub(crate) fn unquiesce(&mut self) {
+        if self.quiesced {
+            // SAFETY: As in `quiesce`; the tag set is quiesced by us.
+            unsafe { bindings::blk_mq_unquiesce_tagset(&raw mut (*self.shost.as_ptr()).tag_set) };
+            self.quiesced = false;
+        }
     }
 }
 
-impl<T: HostOps> Drop for Host<T> {
+impl<T: Operations> Drop for AddedHost<T> {
     fn drop(&mut self) {
-        self.remove();
-        // SAFETY: The reference from `scsi_host_alloc` is ours.
-        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+        self.unquiesce();
+        let shost = self.shost;
+        // SAFETY: The host is live and added (type invariant). After
+        // `scsi_remove_host` the midlayer makes no more calls that borrow the
+        // private area, whose pointer came from `add`; the reference is ours.
+        unsafe {
+            bindings::scsi_remove_host(shost.as_ptr());
+            drop(T::HostData::from_foreign(*priv_slot(shost)));
+            bindings::scsi_host_put(shost.as_ptr());
+        }
     }
+}
+
+/// The private area of a host allocated by [`Host::alloc`] (one pointer).
+///
+/// # Safety
+///
+/// `shost` is live and was allocated by [`Host::alloc`].
+unsafe fn priv_slot(shost: NonNull<bindings::Scsi_Host>) -> *mut *mut c_void {
+    // SAFETY: The host is live; its private area holds one pointer.
+    unsafe { (*shost.as_ptr()).hostdata.as_mut_ptr().cast() }
 }
 
 /// The C `struct device` of `dev` (`device::Device` is a transparent wrapper).
@@ -288,18 +383,18 @@ fn raw_dev(dev: &device::Device) -> *mut bindings::device {
     core::ptr::from_ref(dev).cast_mut().cast()
 }
 
-/// The driver state of the host that `shost` belongs to.
+/// The host data of the host that `shost` belongs to.
 ///
 /// # Safety
 ///
-/// `shost` is a live host added by [`Host::add`] and not removed yet.
-unsafe fn ops<'a, T: HostOps>(
-    shost: *mut bindings::Scsi_Host,
-) -> <Arc<T> as ForeignOwnable>::Borrowed<'a> {
+/// `shost` is a live host added by [`Host::add`] for `T` and not removed yet
+/// (the midlayer calls the template's functions only then), and the borrow
+/// does not outlive the callback.
+unsafe fn host_data<'a, T: Operations>(shost: *mut bindings::Scsi_Host) -> HostRef<'a, T> {
     // SAFETY: The caller guarantees the host is added, so its private area
-    // holds the `Arc<T>` from `add` until `remove`, after which the midlayer
-    // makes no calls.
-    unsafe { Arc::<T>::borrow(*(*shost).hostdata.as_mut_ptr().cast::<*mut c_void>()) }
+    // holds the data from `add` until `remove`, after which the midlayer makes
+    // no calls.
+    unsafe { T::HostData::borrow(*(*shost).hostdata.as_mut_ptr().cast::<*mut c_void>()) }
 }
 
 /// Which way the data of a command goes.
@@ -315,59 +410,102 @@ pub(crate) enum DataDir {
     Both,
 }
 
-/// A command the midlayer handed to `queuecommand`, not yet given to the
-/// device.
-///
-/// # Invariants
-///
-/// `sc` is a live command of a host from a `Template`, owned by the driver
-/// (between `queuecommand` and `scsi_done`) and not given to the device.
-pub(crate) struct Command<'a> {
-    sc: NonNull<bindings::scsi_cmnd>,
-    _life: PhantomData<&'a mut bindings::scsi_cmnd>,
+/// Protection information of a command (T10 PI): its sectors and its disk's
+/// integrity profile.
+pub(crate) struct Integrity {
+    /// 512-byte sectors of the request.
+    pub(crate) sectors: u32,
+    /// Protection interval, log2 of bytes.
+    pub(crate) interval_exp: u8,
+    /// Bytes of protection information per interval.
+    pub(crate) metadata_size: u8,
 }
 
-/// What the I/O path and error handling both read of a live command.
+/// Fields of a live command that never change while it lives.
 ///
 /// # Safety
 ///
-/// `raw` returns a command that is live, with a live device, for as long as
-/// the implementor is.
-pub(crate) unsafe trait LiveCommand {
-    /// The command.
-    fn raw(&self) -> *mut bindings::scsi_cmnd;
-
-    /// Target id (`sdev->id`).
-    fn target(&self) -> u32 {
-        // SAFETY: The command and its device are live (trait contract).
-        unsafe { (*(*self.raw()).device).id }
-    }
-
-    /// LUN as the midlayer numbers it (`sdev->lun`).
-    fn lun(&self) -> u64 {
-        // SAFETY: As in `target`.
-        unsafe { (*(*self.raw()).device).lun }
-    }
-
-    /// Block-layer tag, unique across the host's hardware queues
-    /// (hardware queue in bits 31..16).
-    fn unique_tag(&self) -> u32 {
-        // SAFETY: The command is live; its request precedes it in memory.
-        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.raw())) }
+/// `sc` is a live midlayer command with a live device.
+unsafe fn fields(sc: *mut bindings::scsi_cmnd) -> (u32, u64, u32) {
+    // SAFETY: The caller guarantees the command and its device are live; the
+    // request precedes the command in memory.
+    unsafe {
+        let sdev = (*sc).device;
+        (
+            (*sdev).id,
+            (*sdev).lun,
+            bindings::blk_mq_unique_tag(cmd_to_rq(sc)),
+        )
     }
 }
 
-// SAFETY: `sc` is live with its device while the `Command` is (type invariant).
-unsafe impl LiveCommand for Command<'_> {
+/// A command the midlayer handed to `queuecommand`, owned by the driver
+/// until it completes it ([`Command::complete`], which consumes it) or hands
+/// it back ([`Command::busy`]). While it rides on a device queue, only the
+/// raw pointer of [`dma::Owned`] stands for it.
+///
+/// # Invariants
+///
+/// `sc` is a live command of a host from a `Template<T>`, with a live device;
+/// the driver owns it: it has not been completed or handed back.
+pub(crate) struct Command<T: Operations> {
+    sc: NonNull<bindings::scsi_cmnd>,
+    _ops: PhantomData<T>,
+}
+
+// SAFETY: A command may be completed from any task or interrupt.
+unsafe impl<T: Operations> Send for Command<T> {}
+
+// SAFETY: `into_raw` hands out the command pointer and `from_raw` rebuilds
+// the same command. The command, its private area (`T::CmdData`) and its
+// data and protection tables stay valid and in place until it is completed,
+// which needs the `Command` back.
+unsafe impl<T: Operations> dma::Owned for Command<T> {
+    fn into_raw(self) -> NonNull<c_void> {
+        let p = self.sc.cast();
+        core::mem::forget(self);
+        p
+    }
+
+    unsafe fn from_raw(ptr: NonNull<c_void>) -> Self {
+        Self {
+            sc: ptr.cast(),
+            _ops: PhantomData,
+        }
+    }
+}
+
+/// A command the driver could not start now: the midlayer retries it.
+pub(crate) struct Busy<T: Operations>(Command<T>);
+
+impl<T: Operations> Command<T> {
     fn raw(&self) -> *mut bindings::scsi_cmnd {
         self.sc.as_ptr()
     }
-}
 
-impl Command<'_> {
+    /// Target id (`sdev->id`).
+    pub(crate) fn target(&self) -> u32 {
+        // SAFETY: The command and its device are live (type invariant).
+        unsafe { fields(self.raw()) }.0
+    }
+
+    /// LUN as the midlayer numbers it (`sdev->lun`).
+    pub(crate) fn lun(&self) -> u64 {
+        // SAFETY: As in `target`.
+        unsafe { fields(self.raw()) }.1
+    }
+
+    /// Block-layer tag, unique across the host's hardware queues (hardware
+    /// queue in bits 31..16).
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: As in `target`.
+        unsafe { fields(self.raw()) }.2
+    }
+
     /// The CDB.
     pub(crate) fn cdb(&self) -> &[u8] {
-        // SAFETY: The command is live; `cmnd` is an array in it.
+        // SAFETY: The command is live; `cmnd` is an array in it, not written
+        // while the driver owns the command.
         let (cmnd, len) = unsafe { (&(*self.raw()).cmnd, (*self.raw()).cmd_len) };
         &cmnd[..(len as usize).min(cmnd.len())]
     }
@@ -375,7 +513,8 @@ impl Command<'_> {
     /// The request's I/O priority (`IOPRIO_PRIO_VALUE`), as
     /// `req_get_ioprio`: its first bio's, or none.
     pub(crate) fn ioprio(&self) -> u16 {
-        // SAFETY: As in `unique_tag`; the request's bios live as long as it.
+        // SAFETY: The request precedes the live command; its bios live as
+        // long as it.
         unsafe {
             let bio = (*cmd_to_rq(self.raw())).bio;
             if bio.is_null() {
@@ -386,227 +525,91 @@ impl Command<'_> {
         }
     }
 
-    /// Protection information bytes the command carries each way (T10 PI):
-    /// none unless the block layer attached some.
-    pub(crate) fn pi_bytes(&self) -> PiBytes {
-        let sc = self.raw();
-        // SAFETY: The command is live.
-        let n = unsafe { pi_len(sc) };
-        // SAFETY: The command is live.
-        match unsafe { data_dir(sc) } {
-            DataDir::ToDevice => PiBytes { out: n, inn: 0 },
-            DataDir::FromDevice => PiBytes { out: 0, inn: n },
-            _ => PiBytes { out: 0, inn: 0 },
-        }
-    }
-
     /// Whether this is the last command of a batch (notify the device now).
     pub(crate) fn is_last(&self) -> bool {
         // SAFETY: The command is live.
         unsafe { (*self.raw()).flags as u32 & bindings::SCMD_LAST != 0 }
     }
 
-    /// The command's private area.
-    pub(crate) fn priv_mut(&mut self) -> &mut CmdPriv {
-        // SAFETY: The area is `cmd_size` bytes for `CmdPriv`, suitably aligned
-        // after the command, and the driver owns the command (type invariant).
-        unsafe { &mut *cmd_priv(self.raw()) }
-    }
-
-    /// Completes the command without involving the device.
-    pub(crate) fn finish(self, result: u32) {
-        // SAFETY: The driver owns the command; `scsi_done` hands it back.
-        unsafe {
-            (*self.raw()).result = result as c_int;
-            bindings::scsi_done(self.raw());
+    /// Which way its data goes.
+    pub(crate) fn data_dir(&self) -> DataDir {
+        // SAFETY: The command is live.
+        match unsafe { (*self.raw()).sc_data_direction } {
+            bindings::dma_data_direction_DMA_TO_DEVICE => DataDir::ToDevice,
+            bindings::dma_data_direction_DMA_FROM_DEVICE => DataDir::FromDevice,
+            bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDir::Both,
+            _ => DataDir::None,
         }
     }
 
-    /// Gives the command to the device on `vq`: the request header (first
-    /// `req_len` bytes of `req`) and data out, then the response and data in.
-    /// On error (`ENOSPC`: the ring is full; `EIO`: it is broken; `EAGAIN`:
-    /// the device is being reset) the command comes back unchanged.
-    pub(crate) fn submit(self, vq: &mut ReqQueue, req_len: usize) -> Result<(), (Self, Error)> {
-        let Some(vq) = vq.0.as_mut() else {
-            return Err((self, EAGAIN));
-        };
-        let sc = self.raw();
-        // SAFETY: The command is live and ours (type invariant); `prot_sdb`,
-        // when set, is its protection table.
-        let (dir, sgl, prot) = unsafe {
-            let prot = (*sc).prot_sdb;
-            let prot_sgl = if prot.is_null() || (*prot).table.nents == 0 {
-                core::ptr::null_mut()
-            } else {
-                (*prot).table.sgl
-            };
-            (data_dir(sc), (*sc).sdb.table.sgl, prot_sgl)
-        };
-        let mut req_sg: bindings::scatterlist = pin_init::zeroed();
-        let mut resp_sg: bindings::scatterlist = pin_init::zeroed();
-        // SAFETY: The command is ours, so is its private area.
-        let p = unsafe { &mut *cmd_priv(sc) };
-        // SAFETY: Both buffers lie in the private area, which lives until
-        // `scsi_done`; the scatterlists are only read during `add_sgs`.
-        unsafe {
-            bindings::sg_init_one(
-                &mut req_sg,
-                p.req.as_ptr().cast(),
-                req_len.min(CMD_REQ_PI_SIZE) as c_uint,
-            );
-            bindings::sg_init_one(
-                &mut resp_sg,
-                p.resp.as_mut_ptr().cast(),
-                CMD_RESP_SIZE as c_uint,
-            );
-        }
-        let has_data = !sgl.is_null();
-        let data_out = has_data && matches!(dir, DataDir::ToDevice | DataDir::Both);
-        let data_in = has_data && matches!(dir, DataDir::FromDevice | DataDir::Both);
-        // Device-readable lists first, then device-writable ones; protection
-        // information precedes the data it protects.
-        let has_prot = !prot.is_null();
-        let mut sgs = [core::ptr::null_mut(); 6];
-        let mut n = 0;
-        for (sg, wanted) in [
-            (&raw mut req_sg, true),
-            (prot, data_out && has_prot),
-            (sgl, data_out),
-            (&raw mut resp_sg, true),
-            (prot, data_in && has_prot),
-            (sgl, data_in),
-        ] {
-            if wanted {
-                sgs[n] = sg;
-                n += 1;
-            }
-        }
-        let out = 1 + usize::from(data_out) * (1 + usize::from(has_prot));
-        let inn = n - out;
-        p.in_flight.store(1, Ordering::Relaxed);
-        // The lists describe memory valid until the command comes back through
-        // `next_done`: the data buffers are the request's, header and response
-        // its private area's.
-        // SAFETY: The queue is live and `&mut` serialises ring operations; the
-        // buffers outlive the submission (above); the token is the command.
-        let ret = unsafe {
-            bindings::virtqueue_add_sgs(
-                vq.as_raw(),
-                sgs.as_mut_ptr(),
-                out as c_uint,
-                inn as c_uint,
-                sc.cast(),
-                bindings::GFP_ATOMIC,
-            )
-        };
-        to_result(ret).map_err(|e| {
-            p.in_flight.store(0, Ordering::Relaxed);
-            (self, e)
-        })
-    }
-}
-
-/// # Safety
-///
-/// `sc` is a live command.
-unsafe fn data_dir(sc: *mut bindings::scsi_cmnd) -> DataDir {
-    // SAFETY: The caller guarantees `sc` is live.
-    match unsafe { (*sc).sc_data_direction } {
-        bindings::dma_data_direction_DMA_TO_DEVICE => DataDir::ToDevice,
-        bindings::dma_data_direction_DMA_FROM_DEVICE => DataDir::FromDevice,
-        bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDir::Both,
-        _ => DataDir::None,
-    }
-}
-
-/// A request virtqueue: it only ever carries commands, put there by
-/// [`Command::submit`] and taken back by [`ReqQueue::next_done`]. Between a
-/// device reset's [`ReqQueue::detach`] and [`ReqQueue::attach`] it has none.
-pub(crate) struct ReqQueue(Option<Virtqueue>);
-
-impl ReqQueue {
-    /// Makes `vq` a request queue; nothing else may use it.
-    pub(crate) fn new(vq: Virtqueue) -> Self {
-        Self(Some(vq))
-    }
-
-    /// The virtqueue, for ring operations that do not add or take buffers.
-    pub(crate) fn vq(&mut self) -> Option<&mut Virtqueue> {
-        self.0.as_mut()
-    }
-
-    /// The next command the device is done with, with the used length it
-    /// reported.
-    pub(crate) fn next_done(&mut self) -> Option<(DoneCommand, u32)> {
-        let (token, len) = self.0.as_mut()?.get_buf()?;
-        // Every token on this queue is a command submitted by `submit`, and the
-        // virtio core returns each at most once; the midlayer keeps it live
-        // until `DoneCommand::finish` calls `scsi_done`.
-        Some((DoneCommand::returned(token.cast()), len))
-    }
-
-    /// The next command the device never got to; only once the device was
-    /// reset. The caller completes it (as reset) before detaching the queue.
-    pub(crate) fn next_unused(&mut self) -> Option<DoneCommand> {
-        let token = self.0.as_mut()?.detach_unused()?;
-        // As in `next_done`: the token is a live command, now ours again.
-        Some(DoneCommand::returned(token.cast()))
-    }
-
-    /// Lets go of the virtqueue before the queues are deleted.
-    pub(crate) fn detach(&mut self) {
-        self.0 = None;
-    }
-
-    /// Uses `vq`, the new queue of this role after a reset.
-    pub(crate) fn attach(&mut self, vq: Virtqueue) {
-        self.0 = Some(vq);
-    }
-}
-
-/// A command the device has handed back.
-///
-/// # Invariants
-///
-/// `0` is a live command owned by the driver, no longer used by the device.
-pub(crate) struct DoneCommand(NonNull<bindings::scsi_cmnd>);
-
-impl DoneCommand {
-    /// The command of a token the device (or a reset) gave back: no longer
-    /// in flight.
-    fn returned(sc: NonNull<bindings::scsi_cmnd>) -> Self {
-        // SAFETY: Tokens on request queues are live commands (see
-        // `ReqQueue::next_done`); the private area is the driver's again.
-        unsafe { &*cmd_priv(sc.as_ptr()) }
-            .in_flight
-            .store(0, Ordering::Release);
-        Self(sc)
-    }
-
-    /// A copy of the response the device wrote (copied once, so that the
-    /// checks and the use see the same bytes).
-    pub(crate) fn response(&self) -> [u8; CMD_RESP_SIZE] {
-        // SAFETY: The command is live and its private area ours again.
-        unsafe { (*cmd_priv(self.0.as_ptr())).resp }
-    }
-
-    /// Bytes the command was to transfer.
+    /// Bytes the command is to transfer.
     pub(crate) fn transfer_len(&self) -> u32 {
         // SAFETY: The command is live.
-        unsafe { (*self.0.as_ptr()).sdb.length }
+        unsafe { (*self.raw()).sdb.length }
     }
 
-    /// Protection information bytes the command carried (T10 PI), 0 without.
-    pub(crate) fn pi_len(&self) -> u32 {
-        // SAFETY: The command is live (type invariant).
-        unsafe { pi_len(self.0.as_ptr()) }
+    /// The data buffers, if any.
+    pub(crate) fn data(&self) -> Option<dma::SgChain<'_>> {
+        // SAFETY: The command is live; its table, when it has entries, is a
+        // terminated chain describing the request's pages, valid until the
+        // command completes (which needs `self`).
+        unsafe {
+            let t = &(*self.raw()).sdb.table;
+            let sgl = NonNull::new(t.sgl).filter(|_| t.nents > 0)?;
+            Some(dma::SgChain::from_raw(sgl))
+        }
+    }
+
+    /// The protection information buffers (T10 PI), if the block layer
+    /// attached some.
+    pub(crate) fn protection(&self) -> Option<dma::SgChain<'_>> {
+        // SAFETY: As in `data`, for `prot_sdb`, which when set is the
+        // command's protection table.
+        unsafe {
+            let prot = (*self.raw()).prot_sdb;
+            if prot.is_null() || (*prot).table.nents == 0 {
+                return None;
+            }
+            Some(dma::SgChain::from_raw(NonNull::new((*prot).table.sgl)?))
+        }
+    }
+
+    /// The command's protection information layout, if it carries some.
+    pub(crate) fn integrity(&self) -> Option<Integrity> {
+        self.protection()?;
+        let rq = cmd_to_rq(self.raw());
+        // SAFETY: The request precedes the live command; its disk's profile
+        // outlives it.
+        unsafe {
+            let bi = bindings::vsrs_rq_integrity(rq);
+            if bi.is_null() {
+                return None;
+            }
+            Some(Integrity {
+                // `blk_rq_sectors`.
+                sectors: (*rq).__data_len >> 9,
+                interval_exp: (*bi).interval_exp,
+                metadata_size: (*bi).metadata_size,
+            })
+        }
+    }
+
+    /// The driver's part of the command.
+    pub(crate) fn private(&self) -> &T::CmdData {
+        // SAFETY: The midlayer allocated `cmd_size` bytes for a `T::CmdData`
+        // right after the command (the template is `Template<T>`), suitably
+        // aligned, and zeroed them before `queuecommand` (a valid value:
+        // `Zeroable`); the command is live while `self` is borrowed.
+        unsafe { &*self.raw().add(1).cast::<T::CmdData>() }
     }
 
     /// Completes the command: `result` (host byte << 16 | status), residual
-    /// `resid`, and sense data `sense` (at most the sense buffer's size).
-    pub(crate) fn finish(self, result: u32, resid: u32, sense: &[u8]) {
-        let sc = self.0.as_ptr();
-        // SAFETY: The driver owns the live command; the sense buffer holds
+    /// `resid`, sense data `sense` (at most the sense buffer's size).
+    pub(crate) fn complete(self, result: u32, resid: u32, sense: &[u8]) {
+        let sc = self.raw();
+        core::mem::forget(self);
+        // SAFETY: The driver owns the live command (type invariant), and
+        // gives it up here: `self` is consumed. The sense buffer holds
         // SCSI_SENSE_BUFFERSIZE bytes and the copy is bounded by that.
         unsafe {
             let n = sense.len().min(bindings::SCSI_SENSE_BUFFERSIZE as usize);
@@ -618,9 +621,111 @@ impl DoneCommand {
             bindings::scsi_done(sc);
         }
     }
+
+    /// Hands the command back to the midlayer, to be queued again later.
+    pub(crate) fn busy(self) -> Busy<T> {
+        Busy(self)
+    }
 }
 
-/// The queue maps of a host's tag set, handed to [`HostOps::map_queues`].
+impl<T: Operations> Drop for Command<T> {
+    /// A command dropped without being completed would never come back:
+    /// complete it with `DID_ERROR`.
+    fn drop(&mut self) {
+        let sc = self.raw();
+        // SAFETY: As in `complete`: the driver owned it and gives it up.
+        unsafe {
+            (*sc).result = (bindings::scsi_host_status_DID_ERROR << 16) as c_int;
+            bindings::scsi_done(sc);
+        }
+    }
+}
+
+/// `scsi_cmd_to_rq` (`blk_mq_rq_from_pdu`): the request right before the
+/// command. Pointer arithmetic only: using the result needs a live command.
+fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
+    sc.cast::<bindings::request>().wrapping_sub(1)
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`] for `T`, with a
+/// live command it gives to the driver.
+unsafe extern "C" fn queuecommand<T: Operations>(
+    shost: *mut bindings::Scsi_Host,
+    sc: *mut bindings::scsi_cmnd,
+) -> bindings::scsi_qc_status {
+    let Some(sc) = NonNull::new(sc) else {
+        return bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY;
+    };
+    let cmd = Command::<T> {
+        sc,
+        _ops: PhantomData,
+    };
+    // SAFETY: The host is added (the midlayer calls only then).
+    match T::queue_command(unsafe { host_data::<T>(shost) }, cmd) {
+        Ok(()) => 0,
+        Err(Busy(back)) if back.sc == sc => {
+            // The midlayer owns it again.
+            core::mem::forget(back);
+            bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY
+        }
+        Err(Busy(other)) => {
+            // Another command the driver owned: this one was taken care of,
+            // the other is completed with an error when dropped.
+            drop(other);
+            0
+        }
+    }
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`] for `T`.
+unsafe extern "C" fn commit_rqs<T: Operations>(shost: *mut bindings::Scsi_Host, hwq: u16) {
+    // SAFETY: The host is added.
+    T::commit_rqs(unsafe { host_data::<T>(shost) }, hwq);
+}
+
+/// # Safety
+///
+/// Called by the midlayer for a host added by [`Host::add`] for `T`.
+unsafe extern "C" fn mq_poll<T: Operations>(shost: *mut bindings::Scsi_Host, hwq: c_uint) -> c_int {
+    // SAFETY: The host is added.
+    T::mq_poll(unsafe { host_data::<T>(shost) }, hwq)
+}
+
+/// # Safety
+///
+/// Called by the midlayer while adding a host (after its private area is
+/// set) or updating its queues.
+unsafe extern "C" fn map_queues<T: Operations>(shost: *mut bindings::Scsi_Host) {
+    let Some(h) = NonNull::new(shost) else {
+        return;
+    };
+    let mut maps = QueueMaps {
+        shost: h,
+        _life: PhantomData,
+    };
+    // SAFETY: `map_queues` runs from `scsi_add_host` on, after `add` stored
+    // the data.
+    T::map_queues(unsafe { host_data::<T>(shost) }, &mut maps);
+}
+
+/// # Safety
+///
+/// Called by the midlayer with a live device of a host added by [`Host::add`].
+unsafe extern "C" fn change_queue_depth<T: Operations>(
+    sdev: *mut bindings::scsi_device,
+    depth: c_int,
+) -> c_int {
+    // SAFETY: The device and its host are live, the host added.
+    let max = T::max_queue_depth(unsafe { host_data::<T>((*sdev).host) });
+    // SAFETY: `sdev` is live.
+    unsafe { bindings::scsi_change_queue_depth(sdev, depth.clamp(1, max.max(1))) }
+}
+
+/// The queue maps of a host's tag set, handed to [`Operations::map_queues`].
 pub(crate) struct QueueMaps<'a> {
     shost: NonNull<bindings::Scsi_Host>,
     _life: PhantomData<&'a mut bindings::Scsi_Host>,
@@ -639,189 +744,76 @@ pub(crate) enum MapType {
 }
 
 impl QueueMaps<'_> {
-    fn map(&mut self, t: MapType) -> *mut bindings::blk_mq_queue_map {
-        // SAFETY: The host is live while `map_queues` runs; `map` has
-        // HCTX_MAX_TYPES entries and `t` is one of them.
-        unsafe { &raw mut (*self.shost.as_ptr()).tag_set.map[t as usize] }
-    }
-
     /// Number of maps in use (`nr_maps`).
     pub(crate) fn count(&self) -> u32 {
-        // SAFETY: As in `map`.
+        // SAFETY: The host is live while `map_queues` runs.
         unsafe { (*self.shost.as_ptr()).nr_maps }
     }
 
     /// Gives map `t` the `nr` hardware queues from `offset`, spread over the
     /// CPUs along the interrupt affinity of `dev`'s vectors from
-    /// `first_vector` (`Some`), or evenly (`None`).
+    /// `first_vector` (`Some`), or evenly (`None`). `EINVAL` for a map not
+    /// in use or queues the host does not have.
     pub(crate) fn set(
         &mut self,
         t: MapType,
         nr: u32,
         offset: u32,
         affinity: Option<(&device::Device, u32)>,
-    ) {
-        let map = self.map(t);
-        // SAFETY: `map` is valid (see `map`) and `map_queues` may change it.
+    ) -> Result {
+        let h = self.shost.as_ptr();
+        // SAFETY: The host is live while `map_queues` runs.
+        let hw = unsafe { (*h).nr_hw_queues };
+        if t as u32 >= self.count() || offset.checked_add(nr).is_none_or(|end| end > hw) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `map` has HCTX_MAX_TYPES > `t` entries (checked against
+        // `nr_maps` above), and `map_queues` may change them.
         unsafe {
+            let map = &raw mut (*h).tag_set.map[t as usize];
             (*map).nr_queues = nr;
             (*map).queue_offset = offset;
             if nr == 0 {
-                return;
+                return Ok(());
             }
             match affinity {
                 Some((dev, first)) => bindings::blk_mq_map_hw_queues(map, raw_dev(dev), first),
                 None => bindings::blk_mq_map_queues(map),
             }
         }
+        Ok(())
     }
 }
 
-/// Protection information bytes of live command `sc` (T10 PI): its sectors
-/// times the disk's tuple size, 0 unless the block layer attached protection
-/// buffers. (The midlayer leaves `prot_sdb->length` 0.)
-///
-/// # Safety
-///
-/// `sc` is a live command of a host of ours.
-unsafe fn pi_len(sc: *mut bindings::scsi_cmnd) -> u32 {
-    // SAFETY: The command is live; `prot_sdb`, when set, points to its
-    // protection table; the request and its disk's profile outlive it.
-    unsafe {
-        let prot = (*sc).prot_sdb;
-        if prot.is_null() || (*prot).table.nents == 0 {
-            return 0;
-        }
-        let rq = cmd_to_rq(sc);
-        let bi = bindings::vsrs_rq_integrity(rq);
-        if bi.is_null() {
-            return 0;
-        }
-        pi_bytes(
-            // `blk_rq_sectors`.
-            (*rq).__data_len >> 9,
-            (*bi).interval_exp,
-            (*bi).metadata_size,
-        )
-    }
-}
-
-/// `scsi_cmd_priv` (`cmd + 1`), in Rust: the I/O path would otherwise make a
-/// call per use into a C shim for one addition.
-///
-/// # Safety
-///
-/// `sc` is a command of a host of ours: blk-mq allocated `cmd_size` bytes
-/// for a [`CmdPriv`] right after it.
-unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut CmdPriv {
-    // SAFETY: The caller's command is followed by its private area, in the
-    // same allocation.
-    unsafe { sc.add(1) }.cast()
-}
-
-/// `scsi_cmd_to_rq` (`blk_mq_rq_from_pdu`), in Rust: the request right
-/// before the command.
-///
-/// # Safety
-///
-/// `sc` is a midlayer command: the PDU of a blk-mq request.
-unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
-    // SAFETY: The request precedes its PDU in the same allocation.
-    unsafe { sc.cast::<bindings::request>().sub(1) }
-}
-
-/// # Safety
-///
-/// Called by the midlayer for a host added by [`Host::add`], with a live
-/// command it gives to the driver.
-unsafe extern "C" fn queuecommand<T: HostOps>(
-    shost: *mut bindings::Scsi_Host,
-    sc: *mut bindings::scsi_cmnd,
-) -> bindings::scsi_qc_status {
-    // SAFETY: The host is added (the midlayer calls only then).
-    let ops = unsafe { ops::<T>(shost) };
-    let cmd = Command {
-        // SAFETY: The midlayer passes a valid command.
-        sc: unsafe { NonNull::new_unchecked(sc) },
-        _life: PhantomData,
-    };
-    match ops.queue_command(cmd) {
-        Ok(()) => 0,
-        Err(HostBusy) => bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY,
-    }
-}
-
-/// # Safety
-///
-/// Called by the midlayer for a host added by [`Host::add`].
-unsafe extern "C" fn commit_rqs<T: HostOps>(shost: *mut bindings::Scsi_Host, hwq: u16) {
-    // SAFETY: The host is added.
-    unsafe { ops::<T>(shost) }.commit_rqs(hwq);
-}
-
-/// # Safety
-///
-/// Called by the midlayer for a host added by [`Host::add`].
-unsafe extern "C" fn mq_poll<T: HostOps>(shost: *mut bindings::Scsi_Host, hwq: c_uint) -> c_int {
-    // SAFETY: The host is added.
-    unsafe { ops::<T>(shost) }.mq_poll(hwq)
-}
-
-/// # Safety
-///
-/// Called by the midlayer while adding a host (after its private area is
-/// set) or updating its queues.
-unsafe extern "C" fn map_queues<T: HostOps>(shost: *mut bindings::Scsi_Host) {
-    let mut maps = QueueMaps {
-        // SAFETY: The midlayer passes a live host.
-        shost: unsafe { NonNull::new_unchecked(shost) },
-        _life: PhantomData,
-    };
-    // SAFETY: `map_queues` runs from `scsi_add_host` on, after `add` stored
-    // the state.
-    unsafe { ops::<T>(shost) }.map_queues(&mut maps);
-}
-
-/// # Safety
-///
-/// Called by the midlayer with a live device of a host added by [`Host::add`].
-unsafe extern "C" fn change_queue_depth<T: HostOps>(
-    sdev: *mut bindings::scsi_device,
-    depth: c_int,
-) -> c_int {
-    // SAFETY: The device and its host are live, the host added.
-    let max = unsafe { ops::<T>((*sdev).host) }.max_queue_depth();
-    // SAFETY: `sdev` is live.
-    unsafe { bindings::scsi_change_queue_depth(sdev, depth.clamp(1, max)) }
-}
-
-/// A command the midlayer's error handling asks about: read-only, since the
-/// midlayer owns it now.
+/// A command the midlayer's error handling asks about: the midlayer owns
+/// it, so only fields that never change are readable (not the driver's
+/// data, which a device may still be writing).
 ///
 /// # Invariants
 ///
-/// `sc` is a live command of a host from a `Template`, with a live device.
+/// `sc` is a live command with a live device.
 pub(crate) struct EhCommand<'a> {
     sc: NonNull<bindings::scsi_cmnd>,
     _life: PhantomData<&'a bindings::scsi_cmnd>,
 }
 
-// SAFETY: `sc` is live with its device while the `EhCommand` is (type
-// invariant).
-unsafe impl LiveCommand for EhCommand<'_> {
-    fn raw(&self) -> *mut bindings::scsi_cmnd {
-        self.sc.as_ptr()
-    }
-}
-
 impl EhCommand<'_> {
-    /// Whether the device still holds the command.
-    pub(crate) fn in_flight(&self) -> bool {
-        // SAFETY: The private area of a live command; `in_flight` is atomic.
-        unsafe { &*cmd_priv(self.sc.as_ptr()) }
-            .in_flight
-            .load(Ordering::Acquire)
-            != 0
+    /// Target id.
+    pub(crate) fn target(&self) -> u32 {
+        // SAFETY: The command and its device are live (type invariant).
+        unsafe { fields(self.sc.as_ptr()) }.0
+    }
+
+    /// The midlayer's LUN number.
+    pub(crate) fn lun(&self) -> u64 {
+        // SAFETY: As in `target`.
+        unsafe { fields(self.sc.as_ptr()) }.1
+    }
+
+    /// Block-layer tag, unique across the host's hardware queues.
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: As in `target`.
+        unsafe { fields(self.sc.as_ptr()) }.2
     }
 }
 
@@ -831,16 +823,16 @@ macro_rules! eh_entry {
         ///
         /// Called by the midlayer's error handling with a live command of a
         /// host added by [`Host::add`].
-        unsafe extern "C" fn $name<T: HostOps>(sc: *mut bindings::scsi_cmnd) -> c_int {
+        unsafe extern "C" fn $name<T: Operations>(sc: *mut bindings::scsi_cmnd) -> c_int {
+            let Some(c) = NonNull::new(sc) else {
+                return EhOutcome::Failed.to_c();
+            };
             let cmd = EhCommand {
-                // SAFETY: The midlayer passes a valid command.
-                sc: unsafe { NonNull::new_unchecked(sc) },
+                sc: c,
                 _life: PhantomData,
             };
             // SAFETY: The command's device and host are live, the host added.
-            unsafe { ops::<T>((*(*sc).device).host) }
-                .$method(&cmd)
-                .to_c()
+            T::$method(unsafe { host_data::<T>((*(*sc).device).host) }, &cmd).to_c()
         }
     };
 }
@@ -852,20 +844,52 @@ eh_entry!(eh_host_reset, eh_host_reset);
 /// # Safety
 ///
 /// Called by the midlayer with a live command of a host added by [`Host::add`].
-unsafe extern "C" fn eh_timed_out<T: HostOps>(
+unsafe extern "C" fn eh_timed_out<T: Operations>(
     sc: *mut bindings::scsi_cmnd,
 ) -> bindings::scsi_timeout_action {
+    let Some(c) = NonNull::new(sc) else {
+        return bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED;
+    };
     let cmd = EhCommand {
-        // SAFETY: The midlayer passes a valid command.
-        sc: unsafe { NonNull::new_unchecked(sc) },
+        sc: c,
         _life: PhantomData,
     };
     // SAFETY: The command's device and host are live, the host added.
-    if unsafe { ops::<T>((*(*sc).device).host) }.eh_timed_out(&cmd) {
+    if T::eh_timed_out(unsafe { host_data::<T>((*(*sc).device).host) }, &cmd) {
         bindings::scsi_timeout_action_SCSI_EH_RESET_TIMER
     } else {
         bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED
     }
+}
+
+/// A LUN being allocated (`sdev_init`), before the midlayer probes it.
+///
+/// # Invariants
+///
+/// `0` is a live device not yet visible to anyone else.
+pub(crate) struct NewDevice<'a>(NonNull<bindings::scsi_device>, PhantomData<&'a mut ()>);
+
+impl NewDevice<'_> {
+    /// Asks the midlayer to read the VPD pages (transfer limits of
+    /// passthrough LUNs) even of devices that claim an old SCSI version
+    /// (`BLIST_TRY_VPD_PAGES`).
+    pub(crate) fn try_vpd_pages(&mut self) {
+        // SAFETY: The device is live and ours alone (type invariant).
+        unsafe { (*self.0.as_ptr()).sdev_bflags |= bindings::VSRS_BLIST_TRY_VPD_PAGES };
+    }
+}
+
+/// # Safety
+///
+/// Called by the midlayer with a new device of a host added by [`Host::add`].
+unsafe extern "C" fn sdev_init<T: Operations>(sdev: *mut bindings::scsi_device) -> c_int {
+    let Some(d) = NonNull::new(sdev) else {
+        return EINVAL.to_errno();
+    };
+    let mut dev = NewDevice(d, PhantomData);
+    // SAFETY: The device's host is live and added.
+    T::sdev_init(unsafe { host_data::<T>((*sdev).host) }, &mut dev);
+    0
 }
 
 /// A LUN being configured, before it is attached to its upper driver.
@@ -907,20 +931,22 @@ impl ScsiDevice<'_> {
 /// # Safety
 ///
 /// Called by the midlayer with a live device of a host added by [`Host::add`].
-unsafe extern "C" fn sdev_configure<T: HostOps>(
+unsafe extern "C" fn sdev_configure<T: Operations>(
     sdev: *mut bindings::scsi_device,
     _lim: *mut bindings::queue_limits,
 ) -> c_int {
-    // SAFETY: The midlayer passes a valid device.
-    let mut dev = ScsiDevice(unsafe { NonNull::new_unchecked(sdev) }, PhantomData);
+    let Some(d) = NonNull::new(sdev) else {
+        return EINVAL.to_errno();
+    };
+    let mut dev = ScsiDevice(d, PhantomData);
     // SAFETY: The device's host is live and added.
-    unsafe { ops::<T>((*sdev).host) }.sdev_configure(&mut dev);
+    T::sdev_configure(unsafe { host_data::<T>((*sdev).host) }, &mut dev);
     0
 }
 
 /// A counted reference to a `Scsi_Host`, for scanning and removing its
 /// devices from process context. The midlayer refuses scans of a host being
-/// removed, so these are harmless after `Host::remove`.
+/// removed, so these are harmless after the host is.
 ///
 /// # Invariants
 ///
@@ -1017,6 +1043,58 @@ impl HostHandle {
     pub(crate) fn scan_all(&self) {
         // SAFETY: The host is live (type invariant).
         unsafe { bindings::scsi_scan_host(self.0.as_ptr()) }
+    }
+
+    /// Asks every known LUN INQUIRY and removes those that answer they are
+    /// not attached (peripheral qualifier not 0), or whose target is gone
+    /// (`DID_BAD_TARGET`). Returns how many went.
+    pub(crate) fn remove_absent_luns(&self) -> u32 {
+        const INQUIRY: u8 = 0x12;
+        const LEN: usize = 255;
+        let Ok(mut buf) = KVec::<u8>::from_elem(0, LEN, GFP_KERNEL) else {
+            return 0;
+        };
+        let timeout = kernel::time::msecs_to_jiffies(30_000) as c_int;
+        let mut gone = 0;
+        let mut sdev = core::ptr::null_mut();
+        loop {
+            // SAFETY: As in `rescan_known`.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
+            if sdev.is_null() {
+                break;
+            }
+            buf.fill(0);
+            // SAFETY: `sdev` is live and referenced until the next iteration.
+            let len = match unsafe { (*sdev).inquiry_len } {
+                0 => 36,
+                n => usize::from(n).min(LEN),
+            };
+            let cdb = [INQUIRY, 0, 0, 0, len as u8, 0];
+            // SAFETY: `sdev` is live and referenced; the CDB and the buffer
+            // (`len` bytes) live across the synchronous call; no extra args.
+            let result = unsafe {
+                bindings::scsi_execute_cmd(
+                    sdev,
+                    cdb.as_ptr(),
+                    bindings::req_op_REQ_OP_DRV_IN,
+                    buf.as_mut_ptr().cast(),
+                    len as c_uint,
+                    timeout,
+                    5,
+                    core::ptr::null(),
+                )
+            };
+            let absent = result == 0 && buf[0] >> 5 != 0;
+            let bad_target = result > 0
+                && (result >> 16) & 0xff == bindings::scsi_host_status_DID_BAD_TARGET as c_int;
+            if absent || bad_target {
+                // SAFETY: As above; the iterator keeps its reference, put at
+                // the next step.
+                unsafe { bindings::scsi_remove_device(sdev) };
+                gone += 1;
+            }
+        }
+        gone
     }
 
     /// Revalidates every known LUN of `target`, or of every target.

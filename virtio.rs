@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers over the C virtio API: a virtio device borrowed from the
-//! virtio core, its virtqueues, and the driver registration with its C entry
-//! points. This file and `bindings/` are the only places with `unsafe`.
+//! Safe wrappers over the C virtio API: a virtio device lent to its driver
+//! for the length of a callback, the driver registration whose C entry points
+//! serialise the device's lifecycle, the virtqueues of a device as one set
+//! that outlives every handle to them, and typed virtqueues whose tokens are
+//! the values the driver gave them.
 
-use crate::bindings;
+use crate::{
+    bindings,
+    dma::{self, Sgs},
+};
 use core::{
     ffi::c_void,
     marker::PhantomData,
@@ -16,28 +21,30 @@ use kernel::{
     error::to_result,
     ffi::c_int,
     prelude::*,
-    sync::aref::ARef,
+    sync::{aref::ARef, new_condvar, new_mutex, Arc, CondVar, Mutex},
     types::{ForeignOwnable, Opaque},
 };
 
-/// A virtio device, borrowed from the virtio core for the length of a driver
-/// callback (probe, remove).
+/// A virtio device bound to driver `T`, lent to it for one callback.
 ///
 /// # Invariants
 ///
-/// The wrapped `struct virtio_device` is live and bound to this driver.
+/// The wrapped `struct virtio_device` is live and bound to the
+/// [`Registration`] of `T` for as long as the reference exists. Only the
+/// trampolines of that registration make one, so its virtqueue callbacks are
+/// always `T`'s.
 #[repr(transparent)]
-pub(crate) struct Device(Opaque<bindings::virtio_device>);
+pub(crate) struct Device<T: Driver>(Opaque<bindings::virtio_device>, PhantomData<T>);
 
-impl Device {
+impl<T: Driver> Device<T> {
     /// # Safety
     ///
     /// `ptr` points to a `struct virtio_device` that stays live and bound to
-    /// this driver for `'a`.
+    /// the registration of `T` for `'a`.
     unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
-        // SAFETY: `Device` is a transparent wrapper of `Opaque<virtio_device>`,
-        // which has the layout of `virtio_device`; the caller guarantees `ptr`
-        // is live for `'a`.
+        // SAFETY: `Device` is a transparent wrapper of `Opaque<virtio_device>`
+        // (the `PhantomData` has no size), which has the layout of
+        // `virtio_device`; the caller guarantees `ptr` is live for `'a`.
         unsafe { &*ptr.cast::<Self>() }
     }
 
@@ -52,35 +59,15 @@ impl Device {
         unsafe { device::Device::from_raw(&raw mut (*self.as_raw()).dev) }
     }
 
-    /// Whether the transport lets the driver read the configuration space.
-    pub(crate) fn config_readable(&self) -> bool {
+    /// The device-specific configuration space, `len` bytes of it, if the
+    /// transport lets the driver read it.
+    pub(crate) fn config(&self, len: usize) -> Option<ConfigSpace<'_, T>> {
         // SAFETY: By the type invariant the device is live; the transport sets
         // `config` before probing and never changes it.
         let ops = unsafe { (*self.as_raw()).config };
         // SAFETY: `ops`, when not null, points to the transport's static ops.
-        !ops.is_null() && unsafe { (*ops).get.is_some() }
-    }
-
-    /// Reads a little-endian (or legacy native-endian) u32 from the config space.
-    ///
-    /// Callers pass offsets from `protocol::config::offset`; only call after
-    /// [`Device::config_readable`] said yes.
-    pub(crate) fn read_u32(&self, offset: usize) -> u32 {
-        // SAFETY: The device is live (type invariant) and `get` exists (checked by
-        // the caller through `config_readable`); offsets lie inside the config.
-        unsafe { bindings::vsrs_virtio_cread32(self.as_raw(), offset as u32) }
-    }
-
-    /// Reads a u16 from the config space; see [`Device::read_u32`].
-    pub(crate) fn read_u16(&self, offset: usize) -> u16 {
-        // SAFETY: As in `read_u32`.
-        unsafe { bindings::vsrs_virtio_cread16(self.as_raw(), offset as u32) }
-    }
-
-    /// Writes a u32 to a driver-writable field of the config space.
-    pub(crate) fn write_u32(&self, offset: usize, value: u32) {
-        // SAFETY: As in `read_u32`; writing a field is a transport operation.
-        unsafe { bindings::vsrs_virtio_cwrite32(self.as_raw(), offset as u32, value) }
+        let readable = !ops.is_null() && unsafe { (*ops).get.is_some() };
+        readable.then_some(ConfigSpace { dev: self, len })
     }
 
     /// Whether feature bit `bit` was negotiated.
@@ -89,25 +76,17 @@ impl Device {
         unsafe { bindings::vsrs_virtio_has_feature(self.as_raw(), bit) }
     }
 
-    /// Sets DRIVER_OK: from now on the device may use the virtqueues.
-    pub(crate) fn ready(&self) {
-        // SAFETY: The device is live (type invariant); the driver has set up
-        // its virtqueues (the only way to get here is through `find_vqs`).
-        unsafe { bindings::vsrs_virtio_device_ready(self.as_raw()) }
-    }
-
-    /// Creates the device's virtqueues, one per entry of `infos`, in order,
-    /// returning the owner (which resets the device and deletes them on drop)
-    /// and one handle per queue.
-    ///
-    /// Queues with `interrupt` set report used buffers through
-    /// [`Driver::vq_done`]. The first `pre_vectors` queues get interrupt
-    /// vectors that are not spread over the CPUs (control and event queues).
-    pub(crate) fn find_vqs<T: Driver>(
+    /// Creates the device's virtqueues, one per entry of `infos`, in order:
+    /// the set (which resets the device and deletes them when its last handle
+    /// goes) and one new queue per entry. Queues with `interrupt` set report
+    /// used buffers through [`Driver::vq_done`] of `T`. The first
+    /// `pre_vectors` queues get interrupt vectors that are not spread over the
+    /// CPUs (control and event queues).
+    pub(crate) fn find_vqs(
         &self,
         infos: &[VqInfo],
         pre_vectors: u32,
-    ) -> Result<(Virtqueues, KVec<Virtqueue>)> {
+    ) -> Result<(Arc<VqSet>, KVec<NewQueue>)> {
         let n = infos.len();
         let mut c_infos = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut vqs = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -126,6 +105,17 @@ impl Device {
             )?;
             vqs.push(core::ptr::null_mut(), GFP_KERNEL)?;
         }
+        // Allocated before the queues exist, so that no failure can leave
+        // queues without an owner.
+        let set = Arc::new(
+            VqSet {
+                _dev: self.as_dev().into(),
+                vdev: NonNull::from(&self.0).cast(),
+                created: false.into(),
+            },
+            GFP_KERNEL,
+        )?;
+        let mut handles = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut desc = bindings::irq_affinity {
             pre_vectors,
             ..pin_init::zeroed()
@@ -141,31 +131,58 @@ impl Device {
                 &mut desc,
             )
         })?;
-        // From here on the owner deletes the queues whatever happens.
-        let owner = Virtqueues {
-            dev: NonNull::from(&self.0).cast(),
-        };
-        let mut handles = KVec::with_capacity(n, GFP_KERNEL)?;
+        // From here on the set deletes the queues whatever happens.
+        set.created.store(true, Ordering::Release);
         for vq in vqs {
             // On success the transport filled every slot.
-            handles.push(Virtqueue(NonNull::new(vq).ok_or(EIO)?), GFP_KERNEL)?;
+            let vq = NonNull::new(vq).ok_or(EIO)?;
+            handles.push(
+                NewQueue {
+                    vq,
+                    set: set.clone(),
+                },
+                GFP_KERNEL,
+            )?;
         }
-        Ok((owner, handles))
+        Ok((set, handles))
+    }
+}
+
+/// The configuration space of a device, as far as the driver said it is.
+pub(crate) struct ConfigSpace<'a, T: Driver> {
+    dev: &'a Device<T>,
+    len: usize,
+}
+
+impl<T: Driver> ConfigSpace<'_, T> {
+    fn fits(&self, offset: usize, size: usize) -> bool {
+        offset.checked_add(size).is_some_and(|end| end <= self.len)
     }
 
-    /// Resets the device: it stops using its queues, and once this returns no
-    /// virtqueue callback runs any more (the core synchronises them).
-    pub(crate) fn reset(&self) {
-        // SAFETY: The device is live (type invariant).
-        unsafe { bindings::virtio_reset_device(self.as_raw()) }
+    /// Reads a little-endian (or legacy native-endian) u32 at `offset`; `None`
+    /// past the end.
+    pub(crate) fn read_u32(&self, offset: usize) -> Option<u32> {
+        // SAFETY: The device is live (type invariant of `Device`), `get` exists
+        // (checked by `Device::config`) and the field lies inside the space.
+        self.fits(offset, 4)
+            .then(|| unsafe { bindings::vsrs_virtio_cread32(self.dev.as_raw(), offset as u32) })
     }
 
-    /// The driver data slot (`virtio_device::priv`), read and written with
-    /// ordering because interrupt callbacks read it.
-    fn priv_slot(&self) -> &AtomicPtr<c_void> {
-        // SAFETY: The device is live (type invariant); `priv` is a pointer-sized,
-        // aligned field that only this driver touches, and only atomically.
-        unsafe { AtomicPtr::from_ptr(&raw mut (*self.as_raw()).priv_) }
+    /// Reads a u16; see [`ConfigSpace::read_u32`].
+    pub(crate) fn read_u16(&self, offset: usize) -> Option<u16> {
+        // SAFETY: As in `read_u32`.
+        self.fits(offset, 2)
+            .then(|| unsafe { bindings::vsrs_virtio_cread16(self.dev.as_raw(), offset as u32) })
+    }
+
+    /// Writes a u32 to a driver-writable field; `false` past the end.
+    pub(crate) fn write_u32(&self, offset: usize, value: u32) -> bool {
+        if !self.fits(offset, 4) {
+            return false;
+        }
+        // SAFETY: As in `read_u32`; writing a field is a transport operation.
+        unsafe { bindings::vsrs_virtio_cwrite32(self.dev.as_raw(), offset as u32, value) };
+        true
     }
 }
 
@@ -178,46 +195,202 @@ pub(crate) struct VqInfo {
     pub(crate) interrupt: bool,
 }
 
-/// A virtqueue of a device.
+/// The virtqueues of one device as a whole. The last handle to go (the set
+/// itself or one of its queues) resets the device, so it stops touching
+/// guest memory, and deletes the queues.
 ///
 /// # Invariants
 ///
-/// The queue is live while the [`Virtqueues`] of its device is; the driver
-/// keeps both in its device data and uses neither after `Driver::stop` and
-/// the reset that follows it. Operations that change the ring take `&mut
-/// self`, so the owner's lock serialises them as the virtio API requires.
-pub(crate) struct Virtqueue(NonNull<bindings::virtqueue>);
+/// `vdev` is the device of `_dev`; while `created`, it has these virtqueues.
+pub(crate) struct VqSet {
+    /// Keeps `vdev` (the device embedding it) alive.
+    _dev: ARef<device::Device>,
+    vdev: NonNull<bindings::virtio_device>,
+    created: core::sync::atomic::AtomicBool,
+}
 
-// SAFETY: The C virtqueue API may be used from any task or interrupt context.
-unsafe impl Send for Virtqueue {}
-// SAFETY: `&Virtqueue` only allows reads of immutable state (`size`, `index`).
-unsafe impl Sync for Virtqueue {}
+// SAFETY: The C virtio API may be used from any task; `vdev` is kept live by
+// the reference on its `struct device`.
+unsafe impl Send for VqSet {}
+// SAFETY: `&VqSet` allows the reset and DRIVER_OK, which the C API allows
+// from any task.
+unsafe impl Sync for VqSet {}
 
-impl Virtqueue {
-    pub(crate) fn as_raw(&self) -> *mut bindings::virtqueue {
-        self.0.as_ptr()
+impl VqSet {
+    /// Sets DRIVER_OK: from now on the device may use the queues.
+    pub(crate) fn device_ready(&self) {
+        // SAFETY: The device is live (the reference in `_dev`) and has its
+        // queues (type invariant).
+        unsafe { bindings::vsrs_virtio_device_ready(self.vdev.as_ptr()) }
     }
 
+    /// Resets the device: it uses none of these queues' buffers any more,
+    /// and once this returns no virtqueue callback runs (on every transport:
+    /// the callbacks are synchronised too). The proof lets the queues give
+    /// back what they still hold ([`Virtqueue::detach_unused`]).
+    pub(crate) fn reset(&self) -> Reset<'_> {
+        // SAFETY: The device is live (the reference in `_dev`).
+        unsafe {
+            bindings::virtio_reset_device(self.vdev.as_ptr());
+            bindings::vsrs_virtio_synchronize_cbs(self.vdev.as_ptr());
+        }
+        Reset { set: self }
+    }
+}
+
+impl Drop for VqSet {
+    fn drop(&mut self) {
+        if !self.created.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: The device is live and has these queues (type invariant);
+        // no handle is left (this is the last reference), and after the reset
+        // the device no longer uses them, so deleting them frees nothing
+        // still in use.
+        unsafe {
+            bindings::virtio_reset_device(self.vdev.as_ptr());
+            bindings::vsrs_virtio_del_vqs(self.vdev.as_ptr());
+        }
+    }
+}
+
+/// Proof that the device of a [`VqSet`] was reset since its queues were
+/// created: they are dead, and what they hold is the driver's again.
+pub(crate) struct Reset<'a> {
+    set: &'a VqSet,
+}
+
+/// A virtqueue just created, not yet given a token type.
+pub(crate) struct NewQueue {
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<VqSet>,
+}
+
+impl NewQueue {
     /// Number of descriptors in the ring.
     pub(crate) fn size(&self) -> u32 {
-        // SAFETY: The queue is live (type invariant).
-        unsafe { bindings::virtqueue_get_vring_size(self.as_raw()) }
+        // SAFETY: The queue is live (its set holds it).
+        unsafe { bindings::virtqueue_get_vring_size(self.vq.as_ptr()) }
+    }
+
+    /// The queue, carrying tokens of type `Tok` from now on.
+    pub(crate) fn typed<Tok: dma::Owned>(self) -> Virtqueue<Tok> {
+        Virtqueue {
+            vq: self.vq,
+            set: self.set,
+            _tok: PhantomData,
+        }
+    }
+}
+
+// SAFETY: The C virtqueue API may be used from any task.
+unsafe impl Send for NewQueue {}
+
+/// A virtqueue whose tokens are values of type `Tok`: [`Virtqueue::add`]
+/// gives one to the device with the buffers it owns, [`Virtqueue::get_buf`]
+/// takes it back. Operations that change the ring take `&mut self`, so the
+/// lock the driver keeps it in serialises them as the virtio API requires.
+///
+/// # Invariants
+///
+/// `vq` is a queue of `set`, which it keeps alive. Every token on the ring
+/// came from `Tok::into_raw` in [`Virtqueue::add`] and has not been taken
+/// back yet.
+pub(crate) struct Virtqueue<Tok: dma::Owned> {
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<VqSet>,
+    _tok: PhantomData<Tok>,
+}
+
+// SAFETY: The C virtqueue API may be used from any task or interrupt
+// context; the tokens are `Send`.
+unsafe impl<Tok: dma::Owned> Send for Virtqueue<Tok> {}
+// SAFETY: `&Virtqueue` only allows reads of immutable state or of the broken
+// flag, which the C API allows concurrently.
+unsafe impl<Tok: dma::Owned> Sync for Virtqueue<Tok> {}
+
+impl<Tok: dma::Owned> Virtqueue<Tok> {
+    fn as_raw(&self) -> *mut bindings::virtqueue {
+        self.vq.as_ptr()
+    }
+
+    /// Whether the queue is broken (the device misbehaved or was removed).
+    pub(crate) fn is_broken(&self) -> bool {
+        // SAFETY: The queue is live (type invariant); this reads a flag.
+        unsafe { bindings::virtqueue_is_broken(self.as_raw()) }
+    }
+
+    /// Gives `tok` to the device with the buffers `build` describes, which
+    /// can only be memory `tok` owns (or `'static`). On error (`ENOSPC`: the
+    /// ring is full; `EIO`: it is broken; `EINVAL`: a bad buffer list) the
+    /// token comes back.
+    pub(crate) fn add(
+        &mut self,
+        tok: Tok,
+        build: impl for<'b> FnOnce(&'b Tok, &mut Sgs<'b>),
+    ) -> Result<(), (Tok, Error)> {
+        let mut sgs = Sgs::new();
+        build(&tok, &mut sgs);
+        // The lists lose the borrow of `tok` here, but what they describe
+        // stays valid until the token comes back (`dma::Owned`).
+        let raw_sgs = match sgs.lower() {
+            Ok(r) => r,
+            Err(e) => return Err((tok, e)),
+        };
+        let vq = self.as_raw();
+        let raw = tok.into_raw();
+        let ret = raw_sgs.with_lists(|lists, out, inn| {
+            // SAFETY: The queue is live and `&mut self` serialises ring
+            // operations; the lists describe memory that stays valid while
+            // the token is on the ring, and the C code only reads them during
+            // the call; the token is not null.
+            to_result(unsafe {
+                bindings::virtqueue_add_sgs(
+                    vq,
+                    lists.as_mut_ptr(),
+                    out,
+                    inn,
+                    raw.as_ptr(),
+                    bindings::GFP_ATOMIC,
+                )
+            })
+        });
+        // SAFETY: On failure the ring did not take `raw`, which came from
+        // `into_raw` just above.
+        ret.map_err(|e| (unsafe { Tok::from_raw(raw) }, e))
     }
 
     /// Takes the next used buffer: its token and the length the device claims
     /// to have written.
-    pub(crate) fn get_buf(&mut self) -> Option<(NonNull<c_void>, u32)> {
+    pub(crate) fn get_buf(&mut self) -> Option<(Tok, u32)> {
         let mut len = 0u32;
         // SAFETY: The queue is live and `&mut self` serialises ring operations.
         let token = unsafe { bindings::virtqueue_get_buf(self.as_raw(), &mut len) };
-        NonNull::new(token).map(|t| (t, len))
+        // SAFETY: The virtio core hands back only tokens it was given, each
+        // once (it breaks the queue on a used entry it did not give out), and
+        // every token on this ring came from `Tok::into_raw` (type invariant).
+        NonNull::new(token).map(|t| (unsafe { Tok::from_raw(t) }, len))
     }
 
-    /// Whether the device must be notified of added buffers; [`Kick::notify`]
-    /// does it, preferably outside the lock.
-    pub(crate) fn kick_prepare(&mut self) -> Option<Kick> {
+    /// Takes back a buffer the device never used. Needs proof that the device
+    /// was reset since this queue was made; `None` once all are back (or for
+    /// a proof of another set).
+    pub(crate) fn detach_unused(&mut self, reset: &Reset<'_>) -> Option<Tok> {
+        if !core::ptr::eq(reset.set, &*self.set) {
+            return None;
+        }
+        // SAFETY: The queue is live; the device was reset, so it uses none of
+        // its buffers, and the core returns each remaining token once.
+        let token = unsafe { bindings::virtqueue_detach_unused_buf(self.as_raw()) };
         // SAFETY: As in `get_buf`.
-        unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) }.then_some(Kick(self.0))
+        NonNull::new(token).map(|t| unsafe { Tok::from_raw(t) })
+    }
+
+    /// Whether the device must be notified of added buffers; the [`Kick`]
+    /// does it while `self` is still borrowed, so under the driver's lock.
+    pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'_, Tok>> {
+        // SAFETY: As in `get_buf`.
+        unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) }.then_some(Kick(self))
     }
 
     /// Stops interrupts for used buffers (a hint to the device).
@@ -232,61 +405,19 @@ impl Virtqueue {
         // SAFETY: As in `get_buf`.
         unsafe { bindings::virtqueue_enable_cb(self.as_raw()) }
     }
-
-    /// Takes back a buffer the device never used; only after the device was
-    /// reset (or before it was started).
-    pub(crate) fn detach_unused(&mut self) -> Option<NonNull<c_void>> {
-        // SAFETY: As in `get_buf`; the virtio core only returns tokens of
-        // buffers still on the ring.
-        NonNull::new(unsafe { bindings::virtqueue_detach_unused_buf(self.as_raw()) })
-    }
-
-    /// Whether the queue is broken (the device misbehaved or was removed).
-    pub(crate) fn is_broken(&self) -> bool {
-        // SAFETY: The queue is live (type invariant); this reads a flag.
-        unsafe { bindings::virtqueue_is_broken(self.as_raw()) }
-    }
 }
 
-/// A pending notification of a virtqueue's device.
-pub(crate) struct Kick(NonNull<bindings::virtqueue>);
+/// A pending notification of a virtqueue's device; it borrows the queue, so
+/// it cannot outlive it (nor the lock the queue is in).
+pub(crate) struct Kick<'a, Tok: dma::Owned>(&'a mut Virtqueue<Tok>);
 
-impl Kick {
+impl<Tok: dma::Owned> Kick<'_, Tok> {
     /// Notifies the device; `false` when the queue is broken.
     pub(crate) fn notify(self) -> bool {
-        // SAFETY: The queue is live: the `Kick` comes from a live `Virtqueue`
-        // and is used right after, while the driver's data is alive.
-        unsafe { bindings::virtqueue_notify(self.0.as_ptr()) }
+        // SAFETY: The queue is live: it is borrowed for the kick's lifetime.
+        unsafe { bindings::virtqueue_notify(self.0.as_raw()) }
     }
 }
-
-/// The virtqueues of one device as a whole. Dropping it resets the device
-/// (so it stops touching guest memory) and deletes the queues.
-///
-/// # Invariants
-///
-/// `dev` is live and bound to this driver, and has virtqueues, for as long as
-/// this value exists.
-pub(crate) struct Virtqueues {
-    dev: NonNull<bindings::virtio_device>,
-}
-
-impl Drop for Virtqueues {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant the device is live and these are its
-        // queues; after the reset the device no longer uses them, so deleting
-        // them frees nothing still in use.
-        unsafe {
-            bindings::virtio_reset_device(self.dev.as_ptr());
-            bindings::vsrs_virtio_del_vqs(self.dev.as_ptr());
-        }
-    }
-}
-
-// SAFETY: Dropping may happen in any task; the C API does not care which.
-unsafe impl Send for Virtqueues {}
-// SAFETY: `&Virtqueues` gives access to nothing.
-unsafe impl Sync for Virtqueues {}
 
 /// The number of request queues worth creating for `max` offered by a device
 /// (`blk_mq_num_possible_queues`: bounded by the possible CPUs, honouring
@@ -298,33 +429,80 @@ pub(crate) fn possible_queues(max: u32) -> u32 {
 
 /// A virtio driver: what the C entry points of [`Registration`] call.
 ///
-/// Binding runs `probe` (create the queues and the driver's state; the device
-/// is not live yet), then `start` with the state reachable from interrupt
-/// callbacks. Unbinding runs `stop` (callbacks still delivered), resets the
-/// device, and drops the state.
+/// The registration serialises the lifecycle: binding runs `probe` then
+/// `start`; `freeze`/`restore` (PM), `reset_prepare`/`reset_done` (device
+/// reset) and `shutdown` run one at a time, each `restore` after a
+/// successful `freeze`, each `reset_done` after a successful
+/// `reset_prepare`, nothing but `stop` after `shutdown`; unbinding runs
+/// `stop` (callbacks still delivered), resets the device, synchronises the
+/// callbacks and drops the state.
 pub(crate) trait Driver: Sized + Send + Sync + 'static {
     /// Prepares to drive `dev`.
-    fn probe(dev: &Device) -> Result<Pin<KBox<Self>>>;
+    fn probe(dev: &Device<Self>) -> Result<Pin<KBox<Self>>>;
     /// Brings the device up; on error the device is reset and `self` dropped.
-    fn start(&self, dev: &Device) -> Result;
-    /// Quiesces everything that still needs the device working.
-    fn stop(&self, dev: &Device);
+    fn start(&self, dev: &Device<Self>) -> Result;
+    /// Quiesces everything that still needs the device working (remove).
+    fn stop(&self, dev: &Device<Self>);
     /// The device used buffers of the virtqueue with index `index`.
     fn vq_done(&self, index: usize);
-    /// Suspend (PM freeze) or a device reset is coming: take everything back
-    /// from the device and delete the virtqueues.
-    fn suspend(&self, dev: &Device) -> Result;
-    /// After [`Driver::suspend`] and the core's re-initialisation of the
-    /// device (features negotiated again): create the virtqueues anew and
-    /// set DRIVER_OK.
-    fn resume(&self, dev: &Device) -> Result;
+    /// PM freeze: take everything back from the device, delete the queues.
+    fn freeze(&self, dev: &Device<Self>) -> Result;
+    /// After `freeze` and the core's re-initialisation of the device
+    /// (features negotiated again): create the queues anew, set DRIVER_OK.
+    fn restore(&self, dev: &Device<Self>) -> Result;
+    /// A device reset is coming (PCI function reset, or the driver's own):
+    /// stop new work, take everything back, delete the queues.
+    fn reset_prepare(&self, dev: &Device<Self>) -> Result;
+    /// After `reset_prepare` and the reset: as `restore`, then let work in.
+    fn reset_done(&self, dev: &Device<Self>) -> Result;
+    /// The system goes down: stop the device for good.
+    fn shutdown(&self, dev: &Device<Self>);
+}
+
+/// Where a bound device is in its lifecycle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Frozen,
+    Resetting,
+    ShutDown,
+}
+
+/// The driver's state with its lifecycle phase, in `virtio_device::priv`.
+#[pin_data]
+struct Binding<T: Driver> {
+    #[pin]
+    phase: Mutex<Phase>,
+    /// Notified when a reset ends.
+    #[pin]
+    settled: CondVar,
+    data: Pin<KBox<T>>,
+}
+
+impl<T: Driver> Binding<T> {
+    /// Runs `f` if the phase is one of `from` once no reset is under way,
+    /// moving to `to` if it succeeds; `EBUSY` in another phase.
+    fn transition(&self, from: &[Phase], to: Phase, f: impl FnOnce(&T) -> Result) -> Result {
+        let mut g = self.phase.lock();
+        while *g == Phase::Resetting && to != Phase::Running {
+            self.settled.wait(&mut g);
+        }
+        if !from.contains(&*g) {
+            return Err(EBUSY);
+        }
+        f(&self.data)?;
+        *g = to;
+        drop(g);
+        self.settled.notify_all();
+        Ok(())
+    }
 }
 
 /// A counted reference to a bound virtio device, to reset it from contexts
-/// that have no `&Device` (SCSI error handling).
+/// that have no `&Device` (SCSI error handling, recovery work).
 pub(crate) struct DeviceHandle(ARef<device::Device>);
 
-impl Device {
+impl<T: Driver> Device<T> {
     /// A counted reference to this device.
     pub(crate) fn handle(&self) -> DeviceHandle {
         DeviceHandle(self.as_dev().into())
@@ -332,19 +510,49 @@ impl Device {
 }
 
 impl DeviceHandle {
-    /// Resets the device through its driver: [`Driver::suspend`], a reset and
-    /// feature negotiation by the virtio core, [`Driver::resume`]. Fails if
-    /// the device is no longer bound.
+    /// Resets the device through its driver: [`Driver::reset_prepare`], a
+    /// reset and feature negotiation by the virtio core,
+    /// [`Driver::reset_done`]. Fails if the device is no longer bound, or
+    /// frozen or shut down; waits for a reset under way.
     pub(crate) fn reset(&self) -> Result {
         // SAFETY: The reference keeps the `struct device`, embedded in a
-        // `struct virtio_device` (`Device::handle` got it from one), alive; the
-        // core checks whether a driver is bound and calls its callbacks.
+        // `struct virtio_device` (`Device::handle` got it from one), alive;
+        // the core checks whether a driver is bound, and the registration's
+        // callbacks check its phase.
         unsafe {
             let vdev =
                 bindings::vsrs_dev_to_virtio(core::ptr::from_ref(&*self.0).cast_mut().cast());
             to_result(bindings::virtio_device_reset_prepare(vdev))?;
             to_result(bindings::virtio_device_reset_done(vdev))
         }
+    }
+}
+
+/// A virtio device id table, with the zero entry that ends it.
+#[repr(C)]
+pub(crate) struct IdTable<const N: usize> {
+    ids: [bindings::virtio_device_id; N],
+    end: bindings::virtio_device_id,
+}
+
+impl<const N: usize> IdTable<N> {
+    /// Devices `(device, vendor)`; `VIRTIO_DEV_ANY_ID` matches any vendor.
+    pub(crate) const fn new(ids: [(u32, u32); N]) -> Self {
+        const ZERO: bindings::virtio_device_id = bindings::virtio_device_id {
+            device: 0,
+            vendor: 0,
+        };
+        let mut t = Self {
+            ids: [ZERO; N],
+            end: ZERO,
+        };
+        let mut i = 0;
+        while i < N {
+            t.ids[i].device = ids[i].0;
+            t.ids[i].vendor = ids[i].1;
+            i += 1;
+        }
+        t
     }
 }
 
@@ -363,29 +571,31 @@ unsafe impl<T: Driver> Send for Registration<T> {}
 unsafe impl<T: Driver> Sync for Registration<T> {}
 
 impl<T: Driver> Registration<T> {
-    /// Registers driver `name` for the devices of `ids` (terminated by a zero
-    /// entry), offering the feature bits of `features`.
-    pub(crate) fn new(
+    /// Registers driver `name` for the devices of `ids`, offering the feature
+    /// bits of `features`.
+    pub(crate) fn new<const N: usize>(
         name: &'static CStr,
-        ids: &'static [bindings::virtio_device_id],
+        ids: &'static IdTable<N>,
         features: &'static [u32],
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             drv <- Opaque::try_ffi_init(move |drv: *mut bindings::virtio_driver| {
                 let mut c: bindings::virtio_driver = pin_init::zeroed();
                 c.driver.name = name.as_char_ptr();
-                c.id_table = ids.as_ptr();
+                c.id_table = ids.ids.as_ptr();
                 c.feature_table = features.as_ptr();
                 c.feature_table_size = features.len() as u32;
                 c.probe = Some(probe_callback::<T>);
                 c.remove = Some(remove_callback::<T>);
-                c.freeze = Some(suspend_callback::<T>);
-                c.restore = Some(resume_callback::<T>);
-                c.reset_prepare = Some(suspend_callback::<T>);
-                c.reset_done = Some(resume_callback::<T>);
+                c.shutdown = Some(shutdown_callback::<T>);
+                c.freeze = Some(freeze_callback::<T>);
+                c.restore = Some(restore_callback::<T>);
+                c.reset_prepare = Some(reset_prepare_callback::<T>);
+                c.reset_done = Some(reset_done_callback::<T>);
                 // SAFETY: `drv` is valid for writes and pinned: it lives in the
                 // module's state until `PinnedDrop` unregisters it. The tables and
-                // the name are `'static`; `ids` ends with a zero entry.
+                // the name are `'static`; `IdTable` ends with its zero entry
+                // right after the others (`repr(C)`, one element type).
                 unsafe {
                     drv.write(c);
                     to_result(bindings::vsrs_register_virtio_driver(drv))
@@ -405,21 +615,60 @@ impl<T: Driver> PinnedDrop for Registration<T> {
     }
 }
 
+/// The `virtio_device::priv` slot, read and written with ordering because
+/// interrupt callbacks read it.
+///
+/// # Safety
+///
+/// `vdev` is live; only this driver touches its `priv`, and only through here.
+unsafe fn priv_slot<'a>(vdev: *mut bindings::virtio_device) -> &'a AtomicPtr<c_void> {
+    // SAFETY: `priv` is a pointer-sized, aligned field of a live device
+    // (caller's guarantee), accessed only atomically.
+    unsafe { AtomicPtr::from_ptr(&raw mut (*vdev).priv_) }
+}
+
+/// The binding of a device, if the driver's state is there.
+///
+/// # Safety
+///
+/// `vdev` is live and bound to the registration of `T`, and the caller runs
+/// in a callback the core does not run concurrently with `remove` (or in a
+/// virtqueue callback, which `unbind` synchronises before it frees).
+unsafe fn binding<'a, T: Driver>(
+    vdev: *mut bindings::virtio_device,
+) -> Option<Pin<&'a Binding<T>>> {
+    // SAFETY: The caller guarantees `vdev` is live and ours.
+    let ptr = unsafe { priv_slot(vdev) }.load(Ordering::Acquire);
+    // SAFETY: A non-null `priv` is the binding `probe_callback` stored, freed
+    // only by `unbind` after clearing `priv` and synchronising callbacks.
+    (!ptr.is_null()).then(|| unsafe { <Pin<KBox<Binding<T>>>>::borrow(ptr) })
+}
+
 /// # Safety
 ///
 /// Called by the virtio core with a live device that it is binding to us.
 unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
     // SAFETY: The core keeps `vdev` live and bound for the whole call.
-    let dev = unsafe { Device::from_raw(vdev) };
-    let data = match T::probe(dev) {
+    let dev = unsafe { Device::<T>::from_raw(vdev) };
+    let probed = match T::probe(dev) {
         Ok(data) => data,
         Err(e) => return e.to_errno(),
     };
-    let ptr = data.into_foreign();
-    dev.priv_slot().store(ptr, Ordering::Release);
-    // SAFETY: `ptr` came from `into_foreign` just above and is reclaimed only
-    // in `unbind`, after this borrow ends.
-    let result = T::start(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev);
+    let boxed = match KBox::pin_init(
+        pin_init!(Binding {
+            phase <- new_mutex!(Phase::Running),
+            settled <- new_condvar!("vsrs_virtio_settled"),
+            data: probed,
+        }),
+        GFP_KERNEL,
+    ) {
+        Ok(b) => b,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: `vdev` is live and ours.
+    unsafe { priv_slot(vdev) }.store(boxed.into_foreign(), Ordering::Release);
+    // SAFETY: The binding was stored just above; only `unbind` frees it.
+    let result = unsafe { binding::<T>(vdev) }.map_or(Err(EINVAL), |b| b.data.start(dev));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -430,20 +679,29 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
 }
 
 /// Takes the device down (`stop` unless it never started), resets it, and
-/// drops the driver's state.
-fn unbind<T: Driver>(dev: &Device, started: bool) {
-    let ptr = dev.priv_slot().load(Ordering::Acquire);
+/// drops the driver's state once no callback can see it.
+fn unbind<T: Driver>(dev: &Device<T>, started: bool) {
+    let vdev = dev.as_raw();
     if started {
-        // SAFETY: `priv` holds the `Pin<KBox<T>>` stored by `probe_callback`; it
-        // is reclaimed below, after this borrow ends.
-        T::stop(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev);
+        // SAFETY: Remove is not concurrent with the other device callbacks.
+        if let Some(b) = unsafe { binding::<T>(vdev) } {
+            b.data.stop(dev);
+        }
     }
-    // No callback runs after the reset, so none can see the state go away.
-    dev.reset();
-    dev.priv_slot()
-        .store(core::ptr::null_mut(), Ordering::Release);
-    // SAFETY: As above; nothing else reclaims it, and no borrow is left.
-    drop(unsafe { <Pin<KBox<T>>>::from_foreign(ptr) });
+    // SAFETY: The device is live; after the reset and the synchronisation no
+    // virtqueue callback runs or starts (whatever the transport).
+    unsafe {
+        bindings::virtio_reset_device(vdev);
+        bindings::vsrs_virtio_synchronize_cbs(vdev);
+    }
+    // SAFETY: `vdev` is live and ours.
+    let ptr = unsafe { priv_slot(vdev) }.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !ptr.is_null() {
+        // SAFETY: `ptr` is the binding from `probe_callback`; no borrow of it
+        // is left (callbacks are synchronised, and the core runs no other
+        // device callback concurrently with remove).
+        drop(unsafe { <Pin<KBox<Binding<T>>>>::from_foreign(ptr) });
+    }
 }
 
 /// # Safety
@@ -454,98 +712,186 @@ unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_devi
     unbind::<T>(unsafe { Device::from_raw(vdev) }, true);
 }
 
+/// Runs a lifecycle step of the driver with the device's binding.
+///
 /// # Safety
 ///
-/// Called by the virtio core with a live device that `probe_callback` bound
-/// (PM freeze, or before a device reset).
-unsafe extern "C" fn suspend_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+/// Called from a virtio core device callback with a live device bound to `T`.
+unsafe fn step<T: Driver>(
+    vdev: *mut bindings::virtio_device,
+    f: impl FnOnce(&Binding<T>, &Device<T>) -> Result,
+) -> c_int {
     // SAFETY: The core keeps `vdev` live and bound for the whole call.
-    let dev = unsafe { Device::from_raw(vdev) };
-    let ptr = dev.priv_slot().load(Ordering::Acquire);
-    // SAFETY: While bound, `priv` holds the state stored by `probe_callback`,
-    // reclaimed only by `unbind`, which the core does not run concurrently.
-    match T::suspend(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
+    let dev = unsafe { Device::<T>::from_raw(vdev) };
+    // SAFETY: A device callback, not concurrent with remove.
+    match unsafe { binding::<T>(vdev) } {
+        Some(b) => match f(&*b, dev) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        },
+        None => EINVAL.to_errno(),
     }
 }
 
 /// # Safety
 ///
-/// As [`suspend_callback`] (PM restore, or after a device reset).
-unsafe extern "C" fn resume_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
-    // SAFETY: The core keeps `vdev` live and bound for the whole call.
-    let dev = unsafe { Device::from_raw(vdev) };
-    let ptr = dev.priv_slot().load(Ordering::Acquire);
-    // SAFETY: As in `suspend_callback`.
-    match T::resume(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, dev) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
+/// Called by the virtio core with a live device that `probe_callback` bound.
+unsafe extern "C" fn freeze_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: As documented for this callback.
+    unsafe {
+        step::<T>(vdev, |b, dev| {
+            b.transition(&[Phase::Running], Phase::Frozen, |d| d.freeze(dev))
+        })
     }
 }
 
 /// # Safety
 ///
-/// Called by the virtio core for a live virtqueue created by `find_vqs::<T>`.
+/// As [`freeze_callback`].
+unsafe extern "C" fn restore_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: As documented for this callback.
+    unsafe {
+        step::<T>(vdev, |b, dev| {
+            b.transition(&[Phase::Frozen], Phase::Running, |d| d.restore(dev))
+        })
+    }
+}
+
+/// # Safety
+///
+/// As [`freeze_callback`].
+unsafe extern "C" fn reset_prepare_callback<T: Driver>(
+    vdev: *mut bindings::virtio_device,
+) -> c_int {
+    // SAFETY: As documented for this callback.
+    unsafe {
+        step::<T>(vdev, |b, dev| {
+            b.transition(&[Phase::Running], Phase::Resetting, |d| {
+                d.reset_prepare(dev)
+            })
+        })
+    }
+}
+
+/// # Safety
+///
+/// As [`freeze_callback`].
+unsafe extern "C" fn reset_done_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
+    // SAFETY: As documented for this callback.
+    unsafe {
+        step::<T>(vdev, |b, dev| {
+            // The reset is over whatever `reset_done` says: the phase goes
+            // back to running (a failed device fails its commands).
+            let mut result = Ok(());
+            let r = b.transition(&[Phase::Resetting], Phase::Running, |d| {
+                result = d.reset_done(dev);
+                Ok(())
+            });
+            r.and(result)
+        })
+    }
+}
+
+/// # Safety
+///
+/// As [`freeze_callback`].
+unsafe extern "C" fn shutdown_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
+    // SAFETY: As documented for this callback.
+    unsafe {
+        step::<T>(vdev, |b, dev| {
+            b.transition(&[Phase::Running, Phase::Frozen], Phase::ShutDown, |d| {
+                d.shutdown(dev);
+                Ok(())
+            })
+        })
+    };
+}
+
+/// # Safety
+///
+/// Called by the virtio core for a live virtqueue created by
+/// `Device::<T>::find_vqs`.
 unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
-    // SAFETY: The core passes a live queue, whose device is live.
-    let (dev, index) = unsafe { (Device::from_raw((*vq).vdev), (*vq).index) };
-    let ptr = dev.priv_slot().load(Ordering::Acquire);
-    if ptr.is_null() {
-        // Before `start` or after the state is gone: nothing is in flight.
-        return;
+    // SAFETY: The core passes a live queue, whose device is live and bound to
+    // `T` (its queues' callbacks are `T`'s: `find_vqs` of `Device<T>`); a
+    // virtqueue callback is synchronised by `unbind` before it frees.
+    let (b, index) = unsafe { (binding::<T>((*vq).vdev), (*vq).index) };
+    // No binding: before `probe` stored it or after `unbind` took it; nothing
+    // is in flight then.
+    if let Some(b) = b {
+        b.data.vq_done(index as usize);
     }
-    // SAFETY: A non-null `priv` is the state `probe_callback` stored; `unbind`
-    // resets the device (which waits for running callbacks) before it clears
-    // `priv` and drops the state.
-    T::vq_done(unsafe { &<Pin<KBox<T>>>::borrow(ptr) }, index as usize);
 }
 
 /// A virtqueue whose buffers the driver owns (control and event queues):
 /// `slots` fixed slots, each `out_len` device-readable bytes followed by
-/// `in_len` device-writable ones. Requests are copied in and answers copied
-/// out, so no caller ever holds a reference into memory the device writes.
+/// `in_len` device-writable ones, the writable part on cache lines of its
+/// own (the device's writes never share a line with the CPU's). Requests are
+/// copied in and answers copied out, so no caller ever holds a reference
+/// into memory the device writes.
 ///
 /// # Invariants
 ///
-/// `mem` is a live allocation of `slots * (out_len + in_len)` bytes (the
-/// leaked buffer of a `KVec<u8>` of capacity `cap`); `busy` bit `i` is set
-/// exactly while slot `i` is on the ring, with token `i + 1`. The memory
-/// outlives the device's use of it: the queue is dropped only after the
-/// device was reset (see [`Driver`]).
+/// `mem` holds `slots * stride` bytes; `busy` bit `i` is set exactly while
+/// slot `i` is on the ring (token [`Slot`] `i`). Memory of a busy slot is
+/// never freed: dropping the queue with slots busy leaks it.
 pub(crate) struct SlotQueue {
-    /// `None` between [`SlotQueue::detach`] and [`SlotQueue::attach`].
-    vq: Option<Virtqueue>,
-    mem: NonNull<u8>,
-    cap: usize,
+    vq: Virtqueue<Slot>,
+    mem: KVec<Line>,
     slots: usize,
     out_len: usize,
     in_len: usize,
     busy: u64,
 }
 
-// SAFETY: The buffer is plain memory owned by this value; the virtqueue is
-// `Send`.
-unsafe impl Send for SlotQueue {}
+/// One cache line (the DMA alignment unit on every architecture this runs
+/// on: `L1_CACHE_BYTES` is 64 on x86-64 and at most 128 elsewhere; lines
+/// are whole multiples of it).
+#[repr(C, align(128))]
+pub(crate) struct Line([u8; 128]);
+
+/// The token of a [`SlotQueue`]'s request: the slot's index, plus one so it
+/// is never null.
+pub(crate) struct Slot(usize);
+
+// SAFETY: A `Slot` owns no memory (the queue owns the slots', which it never
+// frees while a slot is busy), so nothing reachable from it can go; the
+// pointer is the index plus one, never null, turned back as is.
+unsafe impl dma::Owned for Slot {
+    fn into_raw(self) -> NonNull<c_void> {
+        NonNull::new((self.0 + 1) as *mut c_void).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn from_raw(ptr: NonNull<c_void>) -> Self {
+        Self((ptr.as_ptr() as usize).wrapping_sub(1))
+    }
+}
 
 impl SlotQueue {
     /// The most slots a queue has (one bit each in `busy`).
     pub(crate) const MAX_SLOTS: usize = 64;
 
+    fn lines(n: usize) -> usize {
+        n.div_ceil(core::mem::size_of::<Line>())
+    }
+
+    fn stride(&self) -> usize {
+        (Self::lines(self.out_len) + Self::lines(self.in_len)) * core::mem::size_of::<Line>()
+    }
+
     /// Makes `vq` a queue of `slots` (at most [`Self::MAX_SLOTS`]) slots.
-    pub(crate) fn new(vq: Virtqueue, slots: usize, out_len: usize, in_len: usize) -> Result<Self> {
+    pub(crate) fn new(vq: NewQueue, slots: usize, out_len: usize, in_len: usize) -> Result<Self> {
         if slots == 0 || slots > Self::MAX_SLOTS || out_len + in_len == 0 {
             return Err(EINVAL);
         }
-        let size = slots.checked_mul(out_len + in_len).ok_or(EINVAL)?;
-        let mut buf = KVec::<u8>::with_capacity(size, GFP_KERNEL)?;
-        buf.resize(size, 0, GFP_KERNEL)?;
-        let (ptr, _len, cap) = buf.into_raw_parts();
+        let n = slots * (Self::lines(out_len) + Self::lines(in_len));
+        let mut mem = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            mem.push(Line([0; 128]), GFP_KERNEL)?;
+        }
         Ok(Self {
-            vq: Some(vq),
-            // `KVec` pointers are never null.
-            mem: NonNull::new(ptr).ok_or(ENOMEM)?,
-            cap,
+            vq: vq.typed(),
+            mem,
             slots,
             out_len,
             in_len,
@@ -554,21 +900,8 @@ impl SlotQueue {
     }
 
     /// The virtqueue, for ring operations that do not add or take buffers.
-    pub(crate) fn vq(&mut self) -> Option<&mut Virtqueue> {
-        self.vq.as_mut()
-    }
-
-    /// Lets go of the virtqueue (the device was reset and the queues are
-    /// about to be deleted): every slot is the driver's again.
-    pub(crate) fn detach(&mut self) {
-        self.vq = None;
-        self.busy = 0;
-    }
-
-    /// Uses `vq`, a new virtqueue of the same role (after a reset).
-    pub(crate) fn attach(&mut self, vq: Virtqueue) {
-        self.vq = Some(vq);
-        self.busy = 0;
+    pub(crate) fn vq(&mut self) -> &mut Virtqueue<Slot> {
+        &mut self.vq
     }
 
     /// Whether slot `i` is with the device.
@@ -581,11 +914,14 @@ impl SlotQueue {
         (0..self.slots).find(|&i| !self.is_busy(i))
     }
 
-    fn slot_ptr(&self, i: usize) -> *mut u8 {
-        // In bounds: `i < slots` (checked by callers), see the invariants.
-        self.mem
-            .as_ptr()
-            .wrapping_add(i * (self.out_len + self.in_len))
+    fn slot_ptr(&mut self, i: usize) -> *mut u8 {
+        let stride = self.stride();
+        // In bounds: `i < slots`, checked by callers (type invariant).
+        self.mem.as_mut_ptr().cast::<u8>().wrapping_add(i * stride)
+    }
+
+    fn in_offset(&self) -> usize {
+        Self::lines(self.out_len) * core::mem::size_of::<Line>()
     }
 
     /// Gives slot `i` to the device: `req` (at most `out_len` bytes, the rest
@@ -598,53 +934,49 @@ impl SlotQueue {
         if self.is_busy(i) {
             return Err(EBUSY);
         }
-        let Some(vq) = self.vq.as_mut() else {
-            return Err(EIO);
-        };
-        let p = self
-            .mem
-            .as_ptr()
-            .wrapping_add(i * (self.out_len + self.in_len));
+        let (out_len, in_len, in_off) = (self.out_len, self.in_len, self.in_offset());
+        let p = self.slot_ptr(i);
         let mut sg_out: bindings::scatterlist = pin_init::zeroed();
         let mut sg_in: bindings::scatterlist = pin_init::zeroed();
         // SAFETY: The slot is not with the device (not busy), so this value
-        // alone accesses its `out_len + in_len` bytes, which lie inside `mem`.
+        // alone accesses its `stride` bytes, which lie inside `mem`.
         unsafe {
-            core::ptr::write_bytes(p, 0, self.out_len + self.in_len);
+            core::ptr::write_bytes(p, 0, in_off + in_len);
             core::ptr::copy_nonoverlapping(req.as_ptr(), p, req.len());
         }
         let mut sgs = [core::ptr::null_mut(); 2];
         let mut n = 0;
-        let (outs, ins) = (usize::from(self.out_len > 0), usize::from(self.in_len > 0));
-        // SAFETY: Both regions lie in `mem`, which outlives the device's use
-        // (type invariant); the scatterlists are only read during `add_sgs`.
+        let (outs, ins) = (usize::from(out_len > 0), usize::from(in_len > 0));
+        // SAFETY: Both regions lie in `mem`, which is never freed while the
+        // slot is busy (type invariant); the lists are only read by `add_sgs`.
         unsafe {
             if outs > 0 {
-                bindings::sg_init_one(&mut sg_out, p.cast(), self.out_len as u32);
+                bindings::sg_init_one(&mut sg_out, p.cast(), out_len as u32);
                 sgs[n] = &raw mut sg_out;
                 n += 1;
             }
             if ins > 0 {
-                bindings::sg_init_one(&mut sg_in, p.add(self.out_len).cast(), self.in_len as u32);
+                bindings::sg_init_one(&mut sg_in, p.add(in_off).cast(), in_len as u32);
                 sgs[n] = &raw mut sg_in;
             }
         }
+        let tok = dma::Owned::into_raw(Slot(i));
         // SAFETY: The queue is live and `&mut self` serialises ring operations;
-        // the token `i + 1` is never null.
+        // the token is a `Slot`'s, as the queue's type says.
         to_result(unsafe {
             bindings::virtqueue_add_sgs(
-                vq.as_raw(),
+                self.vq.as_raw(),
                 sgs.as_mut_ptr(),
                 outs as u32,
                 ins as u32,
-                (i + 1) as *mut c_void,
+                tok.as_ptr(),
                 bindings::GFP_ATOMIC,
             )
         })?;
-        if let Some(kick) = vq.kick_prepare() {
+        self.busy |= 1 << i;
+        if let Some(kick) = self.vq.kick_prepare() {
             kick.notify();
         }
-        self.busy |= 1 << i;
         Ok(())
     }
 
@@ -653,8 +985,7 @@ impl SlotQueue {
     /// `answer.len()` bytes, the rest of `answer` zero) into `answer`.
     pub(crate) fn take(&mut self, answer: &mut [u8]) -> Option<(usize, u32)> {
         loop {
-            let (token, len) = self.vq.as_mut()?.get_buf()?;
-            let i = (token.as_ptr() as usize).wrapping_sub(1);
+            let (Slot(i), len) = self.vq.get_buf()?;
             // The core hands back only tokens it was given, each once; a
             // token of a slot not busy cannot happen, skip it regardless.
             if !self.is_busy(i) {
@@ -663,31 +994,60 @@ impl SlotQueue {
             self.busy &= !(1 << i);
             answer.fill(0);
             let n = answer.len().min(self.in_len).min(len as usize);
+            let in_off = self.in_offset();
+            let p = self.slot_ptr(i);
             // SAFETY: The device is done with slot `i`; its input part holds
             // `in_len >= n` bytes inside `mem`.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    self.slot_ptr(i).add(self.out_len),
-                    answer.as_mut_ptr(),
-                    n,
-                )
-            };
+            unsafe { core::ptr::copy_nonoverlapping(p.add(in_off), answer.as_mut_ptr(), n) };
             return Some((i, len));
+        }
+    }
+
+    /// Lets go of the virtqueue after its device was reset: every slot is the
+    /// driver's again, and its memory is kept for [`SlotQueue::attach`].
+    /// `None` for a proof of another queue set: the busy slots' memory is
+    /// then never freed.
+    pub(crate) fn detach(mut self, reset: &Reset<'_>) -> Option<SlotMemory> {
+        if !core::ptr::eq(reset.set, &*self.vq.set) {
+            return None;
+        }
+        while self.vq.detach_unused(reset).is_some() {}
+        self.busy = 0;
+        Some(SlotMemory {
+            mem: core::mem::take(&mut self.mem),
+            slots: self.slots,
+            out_len: self.out_len,
+            in_len: self.in_len,
+        })
+    }
+
+    /// A queue on `vq`, a new virtqueue of the same role, on the memory of
+    /// the old one.
+    pub(crate) fn attach(vq: NewQueue, old: SlotMemory) -> Self {
+        Self {
+            vq: vq.typed(),
+            mem: old.mem,
+            slots: old.slots,
+            out_len: old.out_len,
+            in_len: old.in_len,
+            busy: 0,
         }
     }
 }
 
+/// The memory of a detached [`SlotQueue`], none of it with a device.
+pub(crate) struct SlotMemory {
+    mem: KVec<Line>,
+    slots: usize,
+    out_len: usize,
+    in_len: usize,
+}
+
 impl Drop for SlotQueue {
     fn drop(&mut self) {
-        // SAFETY: `mem` and `cap` came from `into_raw_parts` of a `KVec<u8>`
-        // (type invariant), whose bytes were all initialised; the device no
-        // longer uses them.
-        drop(unsafe {
-            KVec::<u8>::from_raw_parts(
-                self.mem.as_ptr(),
-                self.slots * (self.out_len + self.in_len),
-                self.cap,
-            )
-        });
+        if self.busy != 0 {
+            // The device may still write the busy slots: never free them.
+            core::mem::forget(core::mem::take(&mut self.mem));
+        }
     }
 }

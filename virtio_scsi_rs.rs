@@ -3,12 +3,15 @@
 //! virtio_scsi_rs: a driver for the virtio-scsi host adapter (virtio device
 //! id 8), in Rust.
 //!
-//! Layers, bottom up: `bindings` (bindgen output and C shims); `virtio`,
-//! `scsi`, `irqlock` and `work` (safe wrappers: the only `unsafe` code); `protocol`
-//! (the wire protocol in pure Rust, also built on the host for `cargo test`);
-//! and `vscsi` (the driver).
+//! Layers, bottom up: `bindings` (bindgen output and C shims); `dma`,
+//! `virtio`, `scsi`, `irqlock` and `work` (sound abstractions: the only
+//! `unsafe` code); `protocol` (the wire protocol in pure Rust, also built on
+//! the host for `cargo test`); and `driver` (the driver, safe Rust, one file
+//! per concept).
 
 mod bindings;
+mod dma;
+mod driver;
 mod irqlock;
 // The protocol module is also the API of the host crate (protocol/host.rs),
 // so its items are `pub` rather than `pub(crate)`.
@@ -16,7 +19,6 @@ mod irqlock;
 mod protocol;
 mod scsi;
 mod virtio;
-mod vscsi;
 mod work;
 
 use kernel::{prelude::*, sync::SetOnce};
@@ -45,20 +47,16 @@ module! {
             default: 16,
             description: "Event buffers posted to the device (1-64)",
         },
+        max_breaks: u32 {
+            default: 3,
+            description: "Broken-queue device resets allowed within 60 s before the device is failed",
+        },
     },
 }
 
 /// Devices the driver binds: any virtio-scsi device (`virtio:d00000008v*`).
-static ID_TABLE: [bindings::virtio_device_id; 2] = [
-    bindings::virtio_device_id {
-        device: bindings::VIRTIO_ID_SCSI,
-        vendor: bindings::VIRTIO_DEV_ANY_ID,
-    },
-    bindings::virtio_device_id {
-        device: 0,
-        vendor: 0,
-    },
-];
+static ID_TABLE: virtio::IdTable<1> =
+    virtio::IdTable::new([(bindings::VIRTIO_ID_SCSI, bindings::VIRTIO_DEV_ANY_ID)]);
 
 /// Feature bits offered to the device; T10 PI only where the block layer
 /// carries protection information.
@@ -75,17 +73,17 @@ static FEATURES: [u32; 2] = [
 ];
 
 /// The SCSI host template, made once at module load (it names the module).
-static HOST_TEMPLATE: SetOnce<scsi::Template> = SetOnce::new();
+static HOST_TEMPLATE: SetOnce<scsi::Template<driver::Ops>> = SetOnce::new();
 
 #[pin_data]
 struct VirtioScsiModule {
     #[pin]
-    driver: virtio::Registration<vscsi::VirtioScsi>,
+    driver: virtio::Registration<driver::VirtioScsi>,
 }
 
 impl kernel::InPlaceModule for VirtioScsiModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        HOST_TEMPLATE.populate(scsi::Template::new::<vscsi::Shared>(
+        HOST_TEMPLATE.populate(scsi::Template::new(
             module,
             c"Virtio SCSI HBA (Rust)",
             c"virtio_scsi_rs",

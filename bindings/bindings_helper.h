@@ -8,6 +8,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
+#include <uapi/linux/virtio_ring.h>
 #include <linux/interrupt.h>
 #include <linux/blk-mq.h>
 #include <uapi/linux/virtio_scsi.h>
@@ -16,5 +17,9 @@
 #include <scsi/scsi_device.h>
 #include <scsi/scsi_eh.h>
 #include <scsi/scsi_tcq.h>
+#include <scsi/scsi_devinfo.h>
 
 #include "shim.h"
+
+/* Macros with casts, which bindgen cannot evaluate, as constants it can. */
+const blist_flags_t VSRS_BLIST_TRY_VPD_PAGES = BLIST_TRY_VPD_PAGES;

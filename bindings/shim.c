@@ -53,6 +53,11 @@ void vsrs_virtio_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
+void vsrs_virtio_synchronize_cbs(struct virtio_device *vdev)
+{
+	virtio_synchronize_cbs(vdev);
+}
+
 struct virtio_device *vsrs_dev_to_virtio(struct device *dev)
 {
 	return dev_to_virtio(dev);

@@ -238,6 +238,8 @@ impl fmt::Display for Violation {
 pub mod host_byte {
     /// No error.
     pub const DID_OK: u8 = 0x00;
+    /// The target cannot be reached any more (the device was shut down).
+    pub const DID_NO_CONNECT: u8 = 0x01;
     /// Busy: retry.
     pub const DID_BUS_BUSY: u8 = 0x02;
     /// No such target or LUN.

@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The I/O path: midlayer commands onto the request virtqueues (one blk-mq
+//! hardware queue per request virtqueue), their completion from the queue's
+//! interrupt or from blk-mq polling, and which commands the device holds.
+
+use super::{stats::QueueStats, Ops, Shared, Show};
+use crate::{
+    dma::{DmaBytes, Sgs},
+    irqlock::IrqSpinLock,
+    protocol::{
+        cmd::{self, host_byte, Outcome, PiBytes, TaskAttr},
+        wire,
+    },
+    scsi::{Busy, Command, DataDir},
+    virtio::{NewQueue, Reset, Virtqueue},
+};
+use core::sync::atomic::Ordering::Relaxed;
+use kernel::{prelude::*, sync::lock::Lock};
+
+/// The driver's part of every command: the request header the device reads
+/// and the response it writes.
+#[repr(C)]
+#[derive(pin_init::Zeroable)]
+pub(crate) struct VirtioCmd {
+    /// `struct virtio_scsi_cmd_req` (or `_pi`).
+    req: DmaBytes<{ wire::CMD_REQ_PI_SIZE }>,
+    /// `struct virtio_scsi_cmd_resp`.
+    resp: DmaBytes<{ wire::CMD_RESP_SIZE }>,
+}
+
+type Cmd = Command<Ops>;
+
+/// No command on this tag.
+const FREE: u64 = u64::MAX;
+
+/// Which LUN a tag's command is for, as kept in the in-flight table.
+pub(super) fn lun_key(target: u32, lun: u64) -> u64 {
+    (u64::from(target) << 32) | (lun & 0xffff_ffff)
+}
+
+/// A request virtqueue and the commands it holds.
+struct ReqState {
+    /// `None` while the device is down (reset, frozen, shut down).
+    vq: Option<Virtqueue<Cmd>>,
+    /// Per tag of this hardware queue: the LUN key of the command the device
+    /// holds, or `FREE`.
+    inflight: KVec<u64>,
+}
+
+/// Records `key` for `tag` in an in-flight table; `false` for a tag beyond
+/// the table (which the host's queue depth rules out).
+fn set_key(inflight: &mut [u64], tag: u32, key: u64) -> bool {
+    match inflight.get_mut((tag & 0xffff) as usize) {
+        Some(slot) => {
+            *slot = key;
+            true
+        }
+        None => false,
+    }
+}
+
+/// One request virtqueue and its lock (taken with interrupts off: the
+/// completion runs in the queue's interrupt).
+pub(super) struct RequestQueue {
+    state: Pin<KBox<IrqSpinLock<ReqState>>>,
+    pub(super) stats: QueueStats,
+}
+
+impl RequestQueue {
+    /// A request queue on `vq` for `tags` tags.
+    pub(super) fn new(vq: NewQueue, tags: u32) -> Result<Self> {
+        let mut inflight = KVec::with_capacity(tags as usize, GFP_KERNEL)?;
+        for _ in 0..tags {
+            inflight.push(FREE, GFP_KERNEL)?;
+        }
+        let state = ReqState {
+            vq: Some(vq.typed()),
+            inflight,
+        };
+        Ok(Self {
+            state: KBox::pin_init(
+                Lock::new(state, c"vsrs_request_vq", kernel::static_lock_class!()),
+                GFP_KERNEL,
+            )?,
+            stats: QueueStats::default(),
+        })
+    }
+
+    /// Uses `vq`, the new queue of this role after a reset.
+    pub(super) fn attach(&self, vq: NewQueue) {
+        self.state.lock().vq = Some(vq.typed());
+    }
+
+    /// Whether the device holds the command with tag `tag`.
+    pub(super) fn holds(&self, tag: u32) -> bool {
+        let g = self.state.lock();
+        g.inflight
+            .get((tag & 0xffff) as usize)
+            .is_some_and(|&k| k != FREE)
+    }
+
+    /// How many commands the device holds for LUNs `covered` selects.
+    pub(super) fn held_for(&self, covered: impl Fn(u64) -> bool) -> usize {
+        let g = self.state.lock();
+        g.inflight
+            .iter()
+            .filter(|&&k| k != FREE && covered(k))
+            .count()
+    }
+}
+
+/// Who takes completions off a request queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reaper {
+    /// The queue's interrupt.
+    Interrupt,
+    /// blk-mq polling (`mq_poll`).
+    Poll,
+    /// Error handling, after a TMF.
+    ErrorHandler,
+}
+
+/// Puts the request header, protection information, data and the response
+/// of `c` on the list for the device (bidirectional commands were refused).
+fn describe<'b>(c: &'b Cmd, s: &mut Sgs<'b>, req_len: usize) {
+    let p = c.private();
+    s.readable(&p.req, req_len);
+    let dir = c.data_dir();
+    if dir == DataDir::ToDevice {
+        if let Some(prot) = c.protection() {
+            s.readable_chain(prot);
+        }
+        if let Some(data) = c.data() {
+            s.readable_chain(data);
+        }
+    }
+    s.writable(&p.resp);
+    if dir == DataDir::FromDevice {
+        if let Some(prot) = c.protection() {
+            s.writable_chain(prot);
+        }
+        if let Some(data) = c.data() {
+            s.writable_chain(data);
+        }
+    }
+}
+
+impl Shared {
+    /// Encodes the request header of `cmd` into its private area; returns its
+    /// length, or the host byte to fail the command with.
+    fn encode(&self, cmd: &Cmd) -> Result<usize, u8> {
+        let lun = cmd::encode_lun(cmd.target(), cmd.lun()).ok_or(host_byte::DID_BAD_TARGET)?;
+        let mut hdr = [0u8; wire::CMD_REQ_SIZE];
+        let prio = cmd::sam_priority(cmd.ioprio());
+        let tag = u64::from(cmd.unique_tag());
+        cmd::encode_cmd_req(&mut hdr, lun, tag, TaskAttr::Simple, prio, cmd.cdb())
+            .map_err(|_| host_byte::DID_ERROR)?;
+        // With T10 PI negotiated every command carries the PI header.
+        if self.t10_pi {
+            let n = cmd.integrity().map_or(0, |i| {
+                cmd::pi_bytes(i.sectors, i.interval_exp, i.metadata_size)
+            });
+            let pi = match cmd.data_dir() {
+                DataDir::ToDevice => PiBytes { out: n, inn: 0 },
+                DataDir::FromDevice => PiBytes { out: 0, inn: n },
+                _ => PiBytes { out: 0, inn: 0 },
+            };
+            cmd.private().req.write(&cmd::encode_cmd_req_pi(&hdr, pi));
+            Ok(wire::CMD_REQ_PI_SIZE)
+        } else {
+            cmd.private().req.write(&hdr);
+            Ok(wire::CMD_REQ_SIZE)
+        }
+    }
+
+    /// `queuecommand`: gives `cmd` to the device on its hardware queue's
+    /// virtqueue, fails it, or hands it back to be retried.
+    pub(super) fn queue_command(&self, cmd: Cmd) -> Result<(), Busy<Ops>> {
+        let tag = cmd.unique_tag();
+        let hwq = (tag >> 16) as usize;
+        let Some(q) = self.queues.get(hwq) else {
+            cmd.complete(u32::from(host_byte::DID_ERROR) << 16, 0, &[]);
+            return Ok(());
+        };
+        if cmd.data_dir() == DataDir::Both {
+            self.refuse_bidi(cmd);
+            return Ok(());
+        }
+        let req_len = match self.encode(&cmd) {
+            Ok(n) => n,
+            Err(host) => {
+                cmd.complete(u32::from(host) << 16, 0, &[]);
+                return Ok(());
+            }
+        };
+        let (last, key) = (cmd.is_last(), lun_key(cmd.target(), cmd.lun()));
+        let mut g = q.state.lock();
+        let ReqState { vq, inflight } = &mut *g;
+        let Some(vq) = vq.as_mut() else {
+            drop(g);
+            return self.device_down(q, cmd);
+        };
+        // Recorded before the device can have it (error handling trusts the
+        // table); the completion takes this lock too.
+        if !set_key(inflight, tag, key) {
+            drop(g);
+            cmd.complete(u32::from(host_byte::DID_ERROR) << 16, 0, &[]);
+            return Ok(());
+        }
+        let added = vq.add(cmd, |c, s| describe(c, s, req_len));
+        if added.is_ok() {
+            if last {
+                if let Some(kick) = vq.kick_prepare() {
+                    kick.notify();
+                }
+            }
+            q.stats.submitted.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        set_key(inflight, tag, FREE);
+        drop(g);
+        match added {
+            Ok(()) => Ok(()),
+            Err((cmd, e)) if e == EIO => {
+                // The queue is broken: the device misbehaved (retried after
+                // the reset this schedules) or is gone.
+                if self.recovery.broken("request", hwq) {
+                    q.stats.busy.fetch_add(1, Relaxed);
+                    return Err(cmd.busy());
+                }
+                cmd.complete(u32::from(host_byte::DID_BAD_TARGET) << 16, 0, &[]);
+                Ok(())
+            }
+            Err((cmd, _)) => {
+                // The ring is full (or indirect descriptors could not be
+                // allocated): the midlayer retries later.
+                q.stats.busy.fetch_add(1, Relaxed);
+                Err(cmd.busy())
+            }
+        }
+    }
+
+    /// A command while the queues are down: retried after a reset or resume,
+    /// failed after shutdown.
+    fn device_down(&self, q: &RequestQueue, cmd: Cmd) -> Result<(), Busy<Ops>> {
+        if self.shut_down.load(Relaxed) {
+            cmd.complete(u32::from(host_byte::DID_NO_CONNECT) << 16, 0, &[]);
+            return Ok(());
+        }
+        q.stats.busy.fetch_add(1, Relaxed);
+        Err(cmd.busy())
+    }
+
+    /// A bidirectional command: VIRTIO_SCSI_F_INOUT is not negotiated, so the
+    /// device may not take one. Failed, with a rate-limited log line.
+    fn refuse_bidi(&self, cmd: Cmd) {
+        let n = super::stats::bump(&self.eh.bidi_refused);
+        if n <= 10 || n % 1000 == 0 {
+            dev_err!(
+                self.dev,
+                "{}:{}: bidirectional command (opcode {:#x}) refused: VIRTIO_SCSI_F_INOUT not negotiated (#{})\n",
+                cmd.target(),
+                cmd.lun(),
+                cmd.cdb().first().copied().unwrap_or(0),
+                n
+            );
+        }
+        cmd.complete(u32::from(host_byte::DID_ERROR) << 16, 0, &[]);
+    }
+
+    /// `commit_rqs`: notifies the device of what was queued without a kick.
+    pub(super) fn commit_rqs(&self, hwq: u16) {
+        if let Some(q) = self.queues.get(usize::from(hwq)) {
+            let mut g = q.state.lock();
+            if let Some(kick) = g.vq.as_mut().and_then(|v| v.kick_prepare()) {
+                kick.notify();
+            }
+        }
+    }
+
+    /// Completes what the device has finished on request queue `i`. Returns
+    /// how many.
+    pub(super) fn complete(&self, i: usize, by: Reaper) -> i32 {
+        let Some(q) = self.queues.get(i) else {
+            return 0;
+        };
+        let mut n = 0;
+        let mut g = q.state.lock();
+        let ReqState { vq, inflight } = &mut *g;
+        let broken = match vq.as_mut() {
+            None => false,
+            Some(vq) => loop {
+                if by == Reaper::Interrupt {
+                    vq.disable_cb();
+                }
+                while let Some((cmd, len)) = vq.get_buf() {
+                    set_key(inflight, cmd.unique_tag(), FREE);
+                    self.finish(q, cmd, len);
+                    n += 1;
+                }
+                match by {
+                    // Polling runs often and finds nothing most times: a
+                    // broken poll queue shows at the next submission (`EIO`).
+                    Reaper::Poll => break false,
+                    Reaper::ErrorHandler => break vq.is_broken(),
+                    // Re-arm the interrupt; if buffers were used meanwhile,
+                    // go again. A broken queue interrupts no more.
+                    Reaper::Interrupt if vq.is_broken() => break true,
+                    Reaper::Interrupt if vq.enable_cb() => break false,
+                    Reaper::Interrupt => {}
+                }
+            },
+        };
+        drop(g);
+        if broken {
+            self.recovery.broken("request", i);
+        }
+        if n > 0 {
+            q.stats.completed.fetch_add(n as u64, Relaxed);
+            if by == Reaper::Poll {
+                q.stats.polled.fetch_add(n as u64, Relaxed);
+            }
+        }
+        n
+    }
+
+    /// The device was reset: answers it gave before count, the rest go back
+    /// to the midlayer with `result` (to be retried, or failed after
+    /// shutdown); the queues are let go until `attach`.
+    pub(super) fn take_back_all(&self, reset: &Reset<'_>, result: u8) {
+        for q in self.queues.iter() {
+            let mut g = q.state.lock();
+            let Some(mut vq) = g.vq.take() else {
+                continue;
+            };
+            while let Some((cmd, len)) = vq.get_buf() {
+                set_key(&mut g.inflight, cmd.unique_tag(), FREE);
+                self.finish(q, cmd, len);
+            }
+            while let Some(cmd) = vq.detach_unused(reset) {
+                set_key(&mut g.inflight, cmd.unique_tag(), FREE);
+                let len = cmd.transfer_len();
+                cmd.complete(u32::from(result) << 16, len, &[]);
+            }
+            drop(g);
+            // Not the last reference to the queue set (the caller's reset
+            // proof borrows it), so nothing is deleted here.
+            drop(vq);
+        }
+    }
+
+    /// Checks the device's answer to `cmd` and hands the command back.
+    fn finish(&self, q: &RequestQueue, cmd: Cmd, used_len: u32) {
+        let resp = cmd.private().resp.read();
+        let transfer_len = cmd.transfer_len();
+        let pi_len = cmd.integrity().map_or(0, |i| {
+            cmd::pi_bytes(i.sectors, i.interval_exp, i.metadata_size)
+        });
+        let outcome = cmd::decode_cmd_resp(&resp, used_len, transfer_len, pi_len);
+        match outcome {
+            Outcome::Done {
+                sense_len, resid, ..
+            } => {
+                let sense = &resp[cmd::RESP_HEADER_SIZE..cmd::RESP_HEADER_SIZE + sense_len];
+                cmd.complete(outcome.scsi_result(), resid, sense);
+            }
+            Outcome::Invalid(v) => {
+                q.stats.device_errors.fetch_add(1, Relaxed);
+                self.log_violation(v);
+                cmd.complete(outcome.scsi_result(), transfer_len, &[]);
+            }
+        }
+    }
+
+    /// Logs a device protocol violation: the first ten, then one in a
+    /// thousand, so a device that lies cannot flood the log.
+    fn log_violation(&self, v: cmd::Violation) {
+        let n = super::stats::bump(&self.violations);
+        if n <= 10 || n % 1000 == 0 {
+            dev_err!(
+                self.dev,
+                "device error #{}: {}; failing the command with DID_ERROR\n",
+                n,
+                Show(v)
+            );
+        }
+    }
+}
