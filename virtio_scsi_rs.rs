@@ -93,3 +93,10 @@ impl kernel::InPlaceModule for VirtioScsiModule {
         })
     }
 }
+
+// Compile-fail checks (tools/compile-fail.sh): a snippet compiled as a module
+// of this crate; Kbuild sets the cfg only when VSRS_COMPILE_FAIL names one.
+#[cfg(vsrs_compile_fail)]
+mod compile_fail {
+    include!(env!("VSRS_COMPILE_FAIL"));
+}
