@@ -66,6 +66,20 @@ else
 	echo "not ok: rustfmt would change the files above"; tally 0 1
 fi
 
+step "compile-fail checks (tests/compile_fail, tools/compile-fail.sh)"
+cf=$(mktemp)
+"$here/compile-fail.sh" "$kdir" "$kargs" 2>&1 | tee "$cf"
+status=${PIPESTATUS[0]}
+p=$(grep -c '^ok: ' "$cf")
+f=$(grep -c '^not ok: ' "$cf")
+rm -f "$cf"
+# A failure that printed no "not ok" (or nothing at all) still counts.
+if { [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; } || [ $((p + f)) -eq 0 ]; then
+	echo "not ok: compile-fail checks (exit status $status)"
+	f=$((f + 1))
+fi
+tally "$p" "$f"
+
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
 tap=$(mktemp)
 VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh "${CASES:-}" 2>&1 | tee "$tap"
