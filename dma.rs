@@ -34,12 +34,12 @@ impl<const N: usize> DmaBytes<N> {
 
     /// Replaces the bytes with `bytes` (at most `N`), the rest zero.
     pub(crate) fn write(&self, bytes: &[u8]) {
-        let p = self.0.get().cast::<u8>();
-        for i in 0..N {
-            let b = bytes.get(i).copied().unwrap_or(0);
-            // SAFETY: `i < N`; a volatile byte store into the array.
-            unsafe { p.add(i).write_volatile(b) };
-        }
+        let mut a = [0u8; N];
+        let n = bytes.len().min(N);
+        a[..n].copy_from_slice(&bytes[..n]);
+        // SAFETY: The pointer is valid and aligned for `[u8; N]` (it comes
+        // from `&self`); one volatile store of the whole array.
+        unsafe { self.0.get().write_volatile(a) };
     }
 
     fn as_ptr(&self) -> *mut c_void {
