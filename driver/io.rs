@@ -60,6 +60,19 @@ fn set_key(inflight: &mut [u64], tag: u32, key: u64) -> bool {
     }
 }
 
+/// Clears the in-flight entry of `cmd`, which came back from the device;
+/// counts it in `stats` if the table did not have it (a command completed
+/// twice, or never submitted: the debug counter the tests read).
+fn returned(inflight: &mut [u64], cmd: &Cmd, stats: &QueueStats) {
+    let slot = inflight.get_mut((cmd.unique_tag() & 0xffff) as usize);
+    match slot {
+        Some(k) if *k != FREE => *k = FREE,
+        _ => {
+            stats.untracked.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// One request virtqueue and its lock (taken with interrupts off: the
 /// completion runs in the queue's interrupt).
 pub(super) struct RequestQueue {
@@ -295,7 +308,7 @@ impl Shared {
                     vq.disable_cb();
                 }
                 while let Some((cmd, len)) = vq.get_buf() {
-                    set_key(inflight, cmd.unique_tag(), FREE);
+                    returned(inflight, &cmd, &q.stats);
                     self.finish(q, cmd, len);
                     n += 1;
                 }
@@ -335,11 +348,11 @@ impl Shared {
                 continue;
             };
             while let Some((cmd, len)) = vq.get_buf() {
-                set_key(&mut g.inflight, cmd.unique_tag(), FREE);
+                returned(&mut g.inflight, &cmd, &q.stats);
                 self.finish(q, cmd, len);
             }
             while let Some(cmd) = vq.detach_unused(reset) {
-                set_key(&mut g.inflight, cmd.unique_tag(), FREE);
+                returned(&mut g.inflight, &cmd, &q.stats);
                 let len = cmd.transfer_len();
                 cmd.complete(u32::from(result) << 16, len, &[]);
             }

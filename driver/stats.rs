@@ -15,6 +15,10 @@ pub(super) struct QueueStats {
     pub(super) busy: AtomicU64,
     pub(super) device_errors: AtomicU64,
     pub(super) polled: AtomicU64,
+    /// Commands that came back while the in-flight table did not have them
+    /// (completed twice, or never submitted): always 0 unless the driver
+    /// is wrong.
+    pub(super) untracked: AtomicU64,
 }
 
 /// Error-handling and event counters of a device.
@@ -45,17 +49,21 @@ pub(super) struct StatsView(pub(super) Arc<Shared>);
 
 impl core::fmt::Debug for StatsView {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        writeln!(f, "queue submitted completed busy device_errors polled")?;
+        writeln!(
+            f,
+            "queue submitted completed busy device_errors polled untracked"
+        )?;
         for (i, q) in self.0.queues.iter().enumerate() {
             let s = &q.stats;
             writeln!(
                 f,
-                "{i} {} {} {} {} {}",
+                "{i} {} {} {} {} {} {}",
                 s.submitted.load(Relaxed),
                 s.completed.load(Relaxed),
                 s.busy.load(Relaxed),
                 s.device_errors.load(Relaxed),
-                s.polled.load(Relaxed)
+                s.polled.load(Relaxed),
+                s.untracked.load(Relaxed)
             )?;
         }
         let e = &self.0.eh;

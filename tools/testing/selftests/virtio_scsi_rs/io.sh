@@ -68,6 +68,7 @@ in_flight() {
 }
 none_in_flight() { [ "$(in_flight)" = 0 ]; }
 check "debugfs counters: every submitted command completed" wait_for 20 none_in_flight
+expect_eq "debugfs counters: no command came back that the driver did not hold" "$(untracked)" 0
 if [ -n "${VSRS_POLL:-}" ]; then
 	before=$(counter polled)
 	poll_io() {

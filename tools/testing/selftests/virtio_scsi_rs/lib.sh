@@ -359,3 +359,12 @@ stat_of() { # NAME
 	is_c && { echo 0; return; }
 	cat /sys/kernel/debug/virtio_scsi_rs-*/stats 2>/dev/null | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'
 }
+
+# untracked: commands virtio_scsi_rs got back from the device that its
+# in-flight table did not hold (completed twice, or never submitted), summed
+# over the request queues of every bound device; 0 unless the driver is wrong.
+untracked() {
+	cat /sys/kernel/debug/virtio_scsi_rs-*/stats 2>/dev/null | awk '
+		FNR == 1 { c = 0; for (i = 1; i <= NF; i++) if ($i == "untracked") c = i; next }
+		$1 ~ /^[0-9]+$/ && c { s += $c } END { print s + 0 }'
+}

@@ -79,6 +79,7 @@ abort() {
 	if ! is_c; then
 		check "debugfs: every submitted command completed exactly once" bash -c \
 			"[ \"\$(cat /sys/kernel/debug/virtio_scsi_rs-*/stats | awk '\$1 ~ /^[0-9]+\$/ {d += \$2 - \$3} END {print d + 0}')\" = 0 ]"
+		expect_eq "debugfs: no command came back that the driver did not hold (untracked)" "$(untracked)" 0
 	fi
 	echo 30 >"/sys/block/${bdev##*/}/device/timeout"
 	check "fio verify on $bdev afterwards" fio_verify 2 8M "$bdev"
