@@ -421,22 +421,29 @@ pub(crate) struct Integrity {
     pub(crate) metadata_size: u8,
 }
 
-/// Fields of a live command that never change while it lives.
+/// Target id and LUN of a live command (`sdev->id`, `sdev->lun`).
 ///
 /// # Safety
 ///
 /// `sc` is a live midlayer command with a live device.
-unsafe fn fields(sc: *mut bindings::scsi_cmnd) -> (u32, u64, u32) {
-    // SAFETY: The caller guarantees the command and its device are live; the
-    // request precedes the command in memory.
+unsafe fn address(sc: *mut bindings::scsi_cmnd) -> (u32, u64) {
+    // SAFETY: The caller guarantees the command and its device are live.
     unsafe {
         let sdev = (*sc).device;
-        (
-            (*sdev).id,
-            (*sdev).lun,
-            bindings::blk_mq_unique_tag(cmd_to_rq(sc)),
-        )
+        ((*sdev).id, (*sdev).lun)
     }
+}
+
+/// The block-layer tag of a live command that came through blk-mq (not one
+/// the midlayer made up for a reset ioctl, which has no hardware queue).
+///
+/// # Safety
+///
+/// `sc` is a live command whose request was dispatched by blk-mq.
+unsafe fn unique_tag(sc: *mut bindings::scsi_cmnd) -> u32 {
+    // SAFETY: The request precedes the command in memory and, dispatched by
+    // blk-mq, has its hardware queue set.
+    unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(sc)) }
 }
 
 /// A command the midlayer handed to `queuecommand`, owned by the driver
@@ -486,20 +493,21 @@ impl<T: Operations> Command<T> {
     /// Target id (`sdev->id`).
     pub(crate) fn target(&self) -> u32 {
         // SAFETY: The command and its device are live (type invariant).
-        unsafe { fields(self.raw()) }.0
+        unsafe { address(self.raw()) }.0
     }
 
     /// LUN as the midlayer numbers it (`sdev->lun`).
     pub(crate) fn lun(&self) -> u64 {
         // SAFETY: As in `target`.
-        unsafe { fields(self.raw()) }.1
+        unsafe { address(self.raw()) }.1
     }
 
     /// Block-layer tag, unique across the host's hardware queues (hardware
     /// queue in bits 31..16).
     pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: As in `target`.
-        unsafe { fields(self.raw()) }.2
+        // SAFETY: The command is live and came through `queuecommand`, so
+        // blk-mq dispatched its request.
+        unsafe { unique_tag(self.raw()) }
     }
 
     /// The CDB.
@@ -801,19 +809,25 @@ impl EhCommand<'_> {
     /// Target id.
     pub(crate) fn target(&self) -> u32 {
         // SAFETY: The command and its device are live (type invariant).
-        unsafe { fields(self.sc.as_ptr()) }.0
+        unsafe { address(self.sc.as_ptr()) }.0
     }
 
     /// The midlayer's LUN number.
     pub(crate) fn lun(&self) -> u64 {
         // SAFETY: As in `target`.
-        unsafe { fields(self.sc.as_ptr()) }.1
+        unsafe { address(self.sc.as_ptr()) }.1
     }
 
-    /// Block-layer tag, unique across the host's hardware queues.
-    pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: As in `target`.
-        unsafe { fields(self.sc.as_ptr()) }.2
+    /// Block-layer tag, unique across the host's hardware queues; `None`
+    /// for a command the midlayer made up for a reset ioctl (`sg_reset`),
+    /// which never went through blk-mq.
+    pub(crate) fn unique_tag(&self) -> Option<u32> {
+        let sc = self.sc.as_ptr();
+        // SAFETY: The command is live; every midlayer command is preceded by
+        // its request (the reset ioctl allocates one, zeroed, before it).
+        let dispatched = unsafe { !(*cmd_to_rq(sc)).mq_hctx.is_null() };
+        // SAFETY: A request with a hardware queue was dispatched by blk-mq.
+        dispatched.then(|| unsafe { unique_tag(sc) })
     }
 }
 

@@ -24,9 +24,8 @@ fn tmf_timeout_ms() -> u32 {
 }
 
 impl Shared {
-    /// Whether the device still holds `cmd`.
-    fn holds(&self, cmd: &EhCommand<'_>) -> bool {
-        let tag = cmd.unique_tag();
+    /// Whether the device still holds the command with tag `tag`.
+    fn holds(&self, tag: u32) -> bool {
         self.queues
             .get((tag >> 16) as usize)
             .is_some_and(|q| q.holds(tag))
@@ -34,14 +33,19 @@ impl Shared {
 
     pub(super) fn eh_abort(&self, cmd: &EhCommand<'_>) -> EhOutcome {
         bump(&self.eh.aborts);
+        let (t, l) = (cmd.target(), cmd.lun());
+        // Only commands that went through blk-mq are aborted (a reset
+        // ioctl's made-up command never is).
+        let Some(tag) = cmd.unique_tag() else {
+            return EhOutcome::Failed;
+        };
         // The queue lock orders this with the completion: `false` means the
         // completion has run to its end.
-        if !self.holds(cmd) {
+        if !self.holds(tag) {
             return EhOutcome::Success;
         }
-        let (t, l) = (cmd.target(), cmd.lun());
-        let outcome = self.tmf(Tmf::AbortTask, t, l, u64::from(cmd.unique_tag()));
-        if !self.holds(cmd) {
+        let outcome = self.tmf(Tmf::AbortTask, t, l, u64::from(tag));
+        if !self.holds(tag) {
             // Back from the device (aborted, or completed before the TMF got
             // there): whatever the answer said, nothing is left to abort.
             return EhOutcome::Success;
