@@ -305,7 +305,7 @@ impl<T: Operations> Drop for Host<T> {
 ///
 /// `shost` is added, with the private area holding `T::HostData` from
 /// `into_foreign`, and the allocation's reference held by this value. The
-/// tag set is quiesced by this value exactly while `quiesced`.
+/// host is blocked by this value exactly while `quiesced`.
 pub(crate) struct AddedHost<T: Operations> {
     shost: NonNull<bindings::Scsi_Host>,
     quiesced: bool,
@@ -333,21 +333,30 @@ impl<T: Operations> AddedHost<T> {
         HostHandle(self.shost)
     }
 
-    /// Stops the block layer from calling `queuecommand` and `commit_rqs`
-    /// and waits for calls under way; the commands it holds wait.
+    /// Stops the midlayer from calling `queuecommand` (and so `commit_rqs`)
+    /// and waits for calls under way; commands wait in the block layer. A
+    /// flag, not a count (`scsi_block_requests`): LUNs that appear
+    /// meanwhile (a scan) are blocked too, and one `unquiesce` ends it.
+    /// Quiescing the tag set instead counts per request queue, and a queue
+    /// added in between is unquiesced once too often.
     pub(crate) fn quiesce(&mut self) {
         if !self.quiesced {
-            // SAFETY: The host is added, so its tag set is live.
-            unsafe { bindings::blk_mq_quiesce_tagset(&raw mut (*self.shost.as_ptr()).tag_set) };
+            // SAFETY: The host is added, so its tag set is live; blocking is
+            // a flag of the host, read by the midlayer before each command.
+            unsafe {
+                bindings::scsi_block_requests(self.shost.as_ptr());
+                bindings::blk_mq_wait_quiesce_done(&raw mut (*self.shost.as_ptr()).tag_set);
+            }
             self.quiesced = true;
         }
     }
 
-    /// Lets the block layer call in again after [`AddedHost::quiesce`].
+    /// Lets the midlayer call in again after [`AddedHost::quiesce`], and runs
+    /// the queues.
     pub(crate) fn unquiesce(&mut self) {
         if self.quiesced {
-            // SAFETY: As in `quiesce`; the tag set is quiesced by us.
-            unsafe { bindings::blk_mq_unquiesce_tagset(&raw mut (*self.shost.as_ptr()).tag_set) };
+            // SAFETY: The host is added and blocked by us.
+            unsafe { bindings::scsi_unblock_requests(self.shost.as_ptr()) };
             self.quiesced = false;
         }
     }
