@@ -613,10 +613,10 @@ impl<T: Operations> Command<T> {
 
     /// The driver's part of the command.
     pub(crate) fn private(&self) -> &T::CmdData {
-        // SAFETY: The midlayer allocated `cmd_size` bytes for a `T::CmdData`
-        // right after the command (the template is `Template<T>`), suitably
-        // aligned, and zeroed them before `queuecommand` (a valid value:
-        // `Zeroable`); the command is live while `self` is borrowed.
+        // The midlayer allocated `cmd_size` bytes for a `T::CmdData` right
+        // after the command (the template is `Template<T>`), suitably aligned.
+        // SAFETY: Those bytes, zeroed before `queuecommand` (a valid value:
+        // `Zeroable`), live while the command, borrowed through `self`, does.
         unsafe { &*self.raw().add(1).cast::<T::CmdData>() }
     }
 

@@ -243,10 +243,9 @@ impl Drop for VqSet {
         if !self.created.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: The device is live and has these queues (type invariant);
-        // no handle is left (this is the last reference), and after the reset
-        // the device no longer uses them, so deleting them frees nothing
-        // still in use.
+        // No handle is left (this is the last reference); after the reset the
+        // device no longer uses the queues, so deleting them frees nothing in use.
+        // SAFETY: The device is live and has these queues (type invariant).
         unsafe {
             bindings::virtio_reset_device(self.vdev.as_ptr());
             bindings::vsrs_virtio_del_vqs(self.vdev.as_ptr());
@@ -340,10 +339,9 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         let vq = self.as_raw();
         let raw = tok.into_raw();
         let ret = raw_sgs.with_lists(|lists, out, inn| {
-            // SAFETY: The queue is live and `&mut self` serialises ring
-            // operations; the lists describe memory that stays valid while
-            // the token is on the ring, and the C code only reads them during
-            // the call; the token is not null.
+            // The lists describe memory valid while the token is on the ring
+            // (`dma::Owned`); the C code reads them during the call only.
+            // SAFETY: The queue is live, `&mut self` serialises ring ops.
             to_result(unsafe {
                 bindings::virtqueue_add_sgs(
                     vq,
@@ -399,8 +397,8 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         unsafe { bindings::virtqueue_disable_cb(self.as_raw()) }
     }
 
-    /// Restarts interrupts; `false` when buffers were used in between, which
-    /// the caller must then take.
+    /// Restarts interrupts; `false` when buffers were used in between (they
+    /// raise no interrupt of their own: take them now).
     pub(crate) fn enable_cb(&mut self) -> bool {
         // SAFETY: As in `get_buf`.
         unsafe { bindings::virtqueue_enable_cb(self.as_raw()) }
@@ -515,10 +513,9 @@ impl DeviceHandle {
     /// [`Driver::reset_done`]. Fails if the device is no longer bound, or
     /// frozen or shut down; waits for a reset under way.
     pub(crate) fn reset(&self) -> Result {
-        // SAFETY: The reference keeps the `struct device`, embedded in a
-        // `struct virtio_device` (`Device::handle` got it from one), alive;
-        // the core checks whether a driver is bound, and the registration's
+        // The core checks whether a driver is bound, the registration's
         // callbacks check its phase.
+        // SAFETY: The reference keeps the `virtio_device` embedding it alive.
         unsafe {
             let vdev =
                 bindings::vsrs_dev_to_virtio(core::ptr::from_ref(&*self.0).cast_mut().cast());
@@ -592,10 +589,9 @@ impl<T: Driver> Registration<T> {
                 c.restore = Some(restore_callback::<T>);
                 c.reset_prepare = Some(reset_prepare_callback::<T>);
                 c.reset_done = Some(reset_done_callback::<T>);
-                // SAFETY: `drv` is valid for writes and pinned: it lives in the
-                // module's state until `PinnedDrop` unregisters it. The tables and
-                // the name are `'static`; `IdTable` ends with its zero entry
-                // right after the others (`repr(C)`, one element type).
+                // `drv` lives, pinned, in the module's state until `PinnedDrop`
+                // unregisters it; `IdTable` ends with its zero entry (`repr(C)`).
+                // SAFETY: `drv` is valid for writes; tables and name are `'static`.
                 unsafe {
                     drv.write(c);
                     to_result(bindings::vsrs_register_virtio_driver(drv))
