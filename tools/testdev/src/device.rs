@@ -133,6 +133,8 @@ pub struct Held {
     pub bytes: Vec<u8>,
     pub used_len: u32,
     pub deadline: Option<Instant>,
+    /// When the device started holding it.
+    pub since: Instant,
     pub target: u8,
     pub lun: u16,
     pub tag: u64,
@@ -162,6 +164,12 @@ pub struct Stats {
     pub events_sent: u64,
     pub events_dropped: u64,
     pub faults_hit: u64,
+    /// Request-queue requests held (a hold rule hit them).
+    pub holds: u64,
+    /// Held requests completed when their time came (or on release).
+    pub released: u64,
+    /// Held requests a TMF ended (ABORTED / RESET) before their time.
+    pub tmf_ended: u64,
 }
 
 pub struct Device {
@@ -177,6 +185,9 @@ pub struct Device {
     pub event_bufs: usize,
     /// Features the front-end acked (those vhost-user passes on).
     pub acked_features: u64,
+    /// Shortest and longest time (ms) a held request was held before a TMF
+    /// ended it, since the last "clear".
+    pub tmf_ended_ms: Option<(u64, u64)>,
 }
 
 impl Device {
@@ -192,6 +203,7 @@ impl Device {
             stats: Stats::default(),
             event_bufs: 0,
             acked_features: 0,
+            tmf_ended_ms: None,
         }
     }
 
@@ -413,11 +425,17 @@ impl Device {
                 h.bytes[0..12].fill(0);
                 h.bytes[11] = code;
                 h.used_len = (CMD_RESP_SIZE as u32).min(h.segs.iter().map(|s| s.1).sum());
+                let ms = h.since.elapsed().as_millis() as u64;
+                self.tmf_ended_ms = Some(match self.tmf_ended_ms {
+                    Some((lo, hi)) => (lo.min(ms), hi.max(ms)),
+                    None => (ms, ms),
+                });
                 done.push(h);
             } else {
                 i += 1;
             }
         }
+        self.stats.tmf_ended += done.len() as u64;
         done
     }
 
@@ -565,6 +583,9 @@ impl Device {
         let mut i = 0;
         while i < self.held.len() {
             if all || self.held[i].deadline.map_or(false, |d| d <= now) {
+                if !self.held[i].ctrl {
+                    self.stats.released += 1;
+                }
                 due.push(self.held.remove(i));
             } else {
                 i += 1;
@@ -582,6 +603,9 @@ impl Device {
         ctrl: bool,
     ) -> Option<Duration> {
         let (ms, abortable) = o.hold.unwrap_or((Some(0), true));
+        if !ctrl {
+            self.stats.holds += 1;
+        }
         self.held.push(Held {
             queue,
             head,
@@ -589,6 +613,7 @@ impl Device {
             bytes: o.bytes,
             used_len: o.used_len,
             deadline: ms.map(|m| Instant::now() + Duration::from_millis(m)),
+            since: Instant::now(),
             target: o.target,
             lun: o.lun,
             tag: o.tag,
@@ -713,10 +738,13 @@ impl Device {
                 "an_subscribed": self.an_subscribed,
                 "acked_features": format!("{:#x}", self.acked_features),
                 "rules": self.rules.iter().filter(|r| r.count != Some(0)).count(),
+                "tmf_ended_ms": self.tmf_ended_ms.map(|(lo, hi)| json!([lo, hi])),
                 "stats": {
                     "cmds": self.stats.cmds, "tmfs": self.stats.tmfs, "an": self.stats.an,
                     "events_sent": self.stats.events_sent, "events_dropped": self.stats.events_dropped,
                     "faults_hit": self.stats.faults_hit,
+                    "holds": self.stats.holds, "released": self.stats.released,
+                    "tmf_ended": self.stats.tmf_ended,
                 },
             })),
             "add_lun" => {
@@ -793,6 +821,7 @@ impl Device {
             }
             "clear" => {
                 self.rules.clear();
+                self.tmf_ended_ms = None;
                 Ok(json!({}))
             }
             "release" => {
@@ -1039,6 +1068,14 @@ mod tests {
             (5, S_ABORTED, 108)
         );
         assert!(d.held.is_empty());
+        assert_eq!(
+            (d.stats.holds, d.stats.released, d.stats.tmf_ended),
+            (1, 0, 1)
+        );
+        let st = ctl(&mut d, r#"{"cmd":"status"}"#);
+        assert!(st["tmf_ended_ms"][0].as_u64().unwrap() < 1000);
+        ctl(&mut d, r#"{"cmd":"clear"}"#);
+        assert!(ctl(&mut d, r#"{"cmd":"status"}"#)["tmf_ended_ms"].is_null());
     }
 
     #[test]
@@ -1061,6 +1098,15 @@ mod tests {
         d.hold(o, 2, 9, vec![], false);
         ctl(&mut d, r#"{"cmd":"release"}"#);
         assert_eq!(d.take_due(Instant::now(), false).len(), 1);
+        assert_eq!(
+            (d.stats.holds, d.stats.released, d.stats.tmf_ended),
+            (3, 3, 0)
+        );
+        let st = ctl(&mut d, r#"{"cmd":"status"}"#);
+        assert_eq!(
+            (&st["stats"]["holds"], &st["stats"]["released"]),
+            (&json!(3), &json!(3))
+        );
     }
 
     #[test]
