@@ -11,7 +11,8 @@
 # (modprobe virtio_scsi) instead of virtio_scsi_rs: a reference for tests of
 # features virtio_scsi_rs does not have yet. The cases "events", "controller
 # unplug" and "tmf" drive QEMU's monitor from the guest (run-guest --ctl);
-# VSRS_CYCLES / VSRS_RESETS size their loops (defaults 200 / 100).
+# VSRS_CYCLES / VSRS_RESETS size their loops (defaults 200 / 100), and
+# VSRS_BREAKS the broken queues of "reset under load" (default 200).
 #
 # Exit status: 0 when every test passed.
 set -uo pipefail
@@ -260,6 +261,13 @@ done
 guest "abort race virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:16M --lun 0:1:disk:64M'" \
 	"" abort_race.sh
+
+# A request queue broken 200 times (VSRS_BREAKS) under fio verify, 2 x vCPUs
+# jobs pinned one per CPU, every queue in use; max_breaks lifts the driver's
+# limit of 3 resets a minute.
+guest "reset under load virtio_scsi_rs" \
+	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
+	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_BREAKS:-200}" reset_load.sh
 
 echo "1..$n"
 echo "# selftests: $pass passed, $fail failed"
