@@ -46,9 +46,25 @@ show_logs() {
 	tail -n "$1" "$tdlog" | sed 's/^/# testdev: /'
 }
 
-# guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST
+# take_results NAME FILE: numbers FILE's result lines as NAME's, passes its
+# "#" lines on; adds their count to $results.
+take_results() {
+	local line
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*) result ok "$1: ${line#ok - }"; results=$((results + 1)) ;;
+		"not ok - "*) result fail "$1: ${line#not ok - }"; results=$((results + 1)) ;;
+		"#"*) echo "$line" ;;
+		esac
+	done <"$2"
+}
+
+# guest NAME "RUN-GUEST OPTIONS" "ENV ASSIGNMENTS" TEST [POST]
+# POST: a host-side check, run after the guest ended as POST KLOG STATUS
+# (its kernel console, the guest's exit status before the power-off rule
+# below); it prints result and "#" lines like a guest test.
 guest() {
-	local name=$1 opts=$2 env=$3 test=$4 out status line
+	local name=$1 opts=$2 env=$3 test=$4 post=${5:-} out status line
 	selected "$name" || return 0
 	echo "# $name: $test"
 	out=$(mktemp) klog=$(mktemp) tdlog=$(mktemp)
@@ -87,6 +103,7 @@ guest() {
 		fi
 		break
 	done
+	local guest_status=$status
 	# A guest stopped by the timeout (124) did not power itself off.
 	if [ "$status" -ne 0 ] && [ "$status" -ne 124 ] && grep -aq 'vsrs-test: power off' "$klog"; then
 		echo "# $name: the test powered its guest off (status $status)"
@@ -101,17 +118,17 @@ guest() {
 		src=$(mktemp)
 		sed -n 's/^.*vsrs-tap: //p' "$klog" >"$src"
 	fi
-	while IFS= read -r line; do
-		case $line in
-		"ok - "*) result ok "$name: ${line#ok - }"; results=$((results + 1)) ;;
-		"not ok - "*) result fail "$name: ${line#not ok - }"; results=$((results + 1)) ;;
-		"#"*) echo "$line" ;;
-		esac
-	done <"$src"
+	take_results "$name" "$src"
 	if [ "$src" != "$out" ]; then
 		rm -f "$src"
 		# The guest's diagnostics are only in its output.
 		grep -a '^#' "$out" | tr -d '\0'
+	fi
+	if [ -n "$post" ]; then
+		src=$(mktemp)
+		"$post" "$klog" "$guest_status" >"$src"
+		take_results "$name" "$src"
+		rm -f "$src"
 	fi
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
