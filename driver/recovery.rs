@@ -95,8 +95,11 @@ impl Recovery {
                 name,
                 index
             );
-            // Queued at most once: `queued` is cleared only by the work.
-            let _ = workqueue::system_freezable().enqueue(self.clone());
+            // Queued at most once: `queued` is cleared only by the work. Not
+            // on a freezable queue: a queue that breaks during a system
+            // suspend (on the SYNCHRONIZE CACHE of sd's suspend) answers
+            // host-busy until the reset, so the suspend waits for it.
+            let _ = workqueue::system_long().enqueue(self.clone());
         }
         true
     }
@@ -138,20 +141,33 @@ impl Recovery {
             return;
         }
         let result = if self.count_break() {
-            self.resets.fetch_add(1, Relaxed);
-            self.reset().inspect_err(|e| {
-                dev_err!(
-                    self.dev,
-                    "device reset failed (error {}): failing its commands\n",
-                    e.to_errno()
-                );
-            })
+            match self.reset() {
+                Ok(()) => {
+                    self.resets.fetch_add(1, Relaxed);
+                    dev_info!(self.dev, "device reset: its virtqueues work again\n");
+                    Ok(())
+                }
+                Err(e) if e == EBUSY => {
+                    // Frozen since the break (or shut down, and stopped by
+                    // then): the restore brings up new queues.
+                    dev_info!(
+                        self.dev,
+                        "device frozen: no reset, the restore renews its queues\n"
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    dev_err!(
+                        self.dev,
+                        "device reset failed (error {}): failing its commands\n",
+                        e.to_errno()
+                    );
+                    Err(e)
+                }
+            }
         } else {
             Err(EIO)
         };
-        if result.is_ok() {
-            dev_info!(self.dev, "device reset: its virtqueues work again\n");
-        }
         let mut g = self.state.lock();
         g.queued = false;
         g.stopped |= result.is_err();
