@@ -33,12 +33,7 @@
 #   VSRS_INSMOD_ARGS   module parameters
 cd "$(dirname "$0")" && . ./lib.sh
 
-begin "abort race $MOD"
-if is_c; then
-	ok "abort race # SKIP the C driver's eh_timed_out resets the timer: it never aborts"
-	exit 0
-fi
-exec 7<>"$tdev_port"
+begin_rs_only "abort race $MOD" "the C driver's eh_timed_out resets the timer: it never aborts"
 T=${VSRS_RACE_TIMEOUT:-2}
 N=${VSRS_RACE_READS:-48}
 rounds=12 # the measuring one and 11 hold times
@@ -47,11 +42,7 @@ if [ -n "${VSRS_RACE_DELAYS:-}" ]; then
 	rounds=$((${#given[@]} + 1))
 fi
 
-check "load $MOD${VSRS_INSMOD_ARGS:+ $VSRS_INSMOD_ARGS}" load_with_args
-two_disks() { has_disk 0-0 && has_disk 0-1; }
-check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
-d1=$(dev_of 0-1)
-udevadm settle 2>/dev/null
+load_two_disks
 
 # Read j (0 .. rounds*N-1) is at 64 KiB slot j, 4-64 KiB long.
 slot=65536
@@ -94,10 +85,27 @@ snap() {
 d() { echo $((B[$1] - A[$1])); }
 t() { echo $((S1[$1] - S0[$1])); }
 
+# summary_line FILE: sets sum to the reader's summary line, if there is one.
+summary_line() {
+	local l
+	while read -r l; do [[ $l == "summary "* ]] && { sum=$l; return 0; }; done <"$1"
+	return 1
+}
+# reader_state PID: state, wait channel and kernel stack of each thread.
+reader_state() {
+	local t st
+	[ -d "/proc/$1/task" ] || { echo "(gone before it could be shown)"; return; }
+	for t in /proc/"$1"/task/*; do
+		read -r st <"$t/stat" 2>/dev/null || continue
+		st=${st##*) }
+		echo "thread ${t##*/}: state ${st%% *}, wchan $(cat "$t/wchan" 2>/dev/null)"
+		head -n 12 "$t/stack" 2>/dev/null | sed 's/^/  /'
+	done | head -n 80
+}
 # round R M: round R (reads R*N ..) with every read held M ms, or until a
 # TMF if M is empty. Sets tmf_lo/tmf_hi (how long the held reads TMFs ended
 # had been held: shortest, longest; empty if none); adds to the tallies.
-bad=0 hung=0 errs=0 wrong=0
+bad=0 hung=0 errs=0 wrong=0 linger=0
 round() {
 	local r=$1 M=$2 label rule sum ok_reads e w h rpid end first_ms last_ms
 	label="held ${M:-until a TMF}${M:+ ms}"
@@ -112,14 +120,30 @@ round() {
 	fi
 	# One process reads them all, from threads released together: they
 	# reach the device within milliseconds of each other, so that every
-	# first try is held and no retry is.
+	# first try is held and no retry is. (The output file is emptied here,
+	# not only by the child's redirection: the loop below must not find the
+	# last round's summary before the child has run.)
+	: >/tmp/reads.out
 	/usr/bin/python3 -I -S ./abort_race_reads.py "$d1" /tmp/pattern $((r * N)) "$N" "$slot" 120 \
 		>/tmp/reads.out 2>&1 &
 	rpid=$!
-	end=$((SECONDS + 180))
+	# Until its summary line (120 s bound inside, 180 s here), then until it
+	# has gone; a reader that stays after its summary is shown and killed.
+	end=$((SECONDS + 180)) sum=''
+	while [ "$SECONDS" -lt "$end" ]; do
+		summary_line /tmp/reads.out && break
+		kill -0 "$rpid" 2>/dev/null || { summary_line /tmp/reads.out; break; }
+		nap 0.2
+	done
+	end=$((SECONDS + 10))
 	while kill -0 "$rpid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do nap 0.2; done
-	kill -0 "$rpid" 2>/dev/null && echo "$label: the reader is still there after 180 s" | diag
-	if ! sum=$(grep '^summary ' /tmp/reads.out); then
+	if kill -0 "$rpid" 2>/dev/null; then
+		echo "$label: the reader is still there${sum:+ 10 s after its summary}; its threads:" | diag
+		reader_state "$rpid" | diag
+		kill -9 "$rpid" 2>/dev/null
+		linger=$((linger + 1))
+	fi
+	if [ -z "$sum" ]; then
 		echo "$label: the reader gave no summary:" | diag
 		tail -n 5 /tmp/reads.out | diag
 		bad=$((bad + 1))
@@ -168,6 +192,7 @@ expect_eq "$total reads in $rounds rounds (until a TMF, then held ${delays[0]}-$
 expect_eq "$held held reads across $nd delays and until a TMF completed with the data written" \
 	"$errs I/O errors, $wrong wrong data, $bad rounds not run" "0 I/O errors, 0 wrong data, 0 rounds not run"
 check "the device held at least 500 reads ($held)" test "$held" -ge 500
+expect_eq "every reader process exited after its reads" "$linger rounds with a reader left" "0 rounds with a reader left"
 check "the sweep covered both orders: $rel released by the device, $ended ended by a TMF ($(t aborts) eh aborts, $(t tmfs) TMFs)" \
 	test "$rel" -gt 0 -a "$ended" -gt 0
 expect_eq "no escalation past ABORT TASK" \

@@ -59,6 +59,28 @@ power_off() {
 	poweroff -n -f
 }
 
+# exec_from_tmpfs DIR SCRIPT [FILE...]: a static busybox, bash with its
+# libraries, SCRIPT, lib.sh and the FILEs copied to DIR (a tmpfs), then
+# SCRIPT exec'd from there with PATH=DIR/bin: for a test that suspends the
+# guest, whose 9p root does not come back (pm.sh). The caller exports what
+# the second phase needs first.
+exec_from_tmpfs() {
+	local dir=$1 script=$2 f ld libs
+	shift 2
+	mkdir -p "$dir/bin" "$dir/lib" && cp /bin/busybox /bin/bash "$script" lib.sh "$@" "$dir/" &&
+		"$dir/busybox" --install -s "$dir/bin" ||
+		{ not_ok "a static busybox and bash in $dir (busybox-static)"; exit 1; }
+	libs=$(ldd /bin/bash | grep -o '/[^ ]*')
+	for f in $libs; do
+		cp -L "$f" "$dir/lib/" || { not_ok "copy $f to $dir"; exit 1; }
+	done
+	ld=$(grep -o '[^/]*ld-linux[^/]*$' <<<"$libs")
+	export PATH=$dir/bin
+	exec "$dir/lib/$ld" --library-path "$dir/lib" "$dir/bash" "$dir/$script"
+	not_ok "exec bash from $dir"
+	exit 1
+}
+
 # Start of a guest test: dmesg marked, kmemleak's current reports cleared.
 begin() {
 	debugfs
@@ -352,6 +374,29 @@ wait_for() { # SECONDS COMMAND...: until COMMAND succeeds (wall clock: under
 }
 has_disk() { [ -n "$(dev_of "$1")" ]; }
 no_disk() { [ -z "$(dev_of "$1")" ]; }
+two_disks() { has_disk 0-0 && has_disk 0-1; }
+
+# begin_rs_only NAME WHY: begin, for a test of what only virtio_scsi_rs does:
+# the C driver gets one SKIP line saying WHY, and the test ends there.
+# Otherwise the test device's control port is opened here, in the test's
+# main shell (a virtio port can be open only once at a time).
+begin_rs_only() {
+	begin "$1"
+	if is_c; then
+		ok "$1 # SKIP $2"
+		exit 0
+	fi
+	exec 7<>"$tdev_port"
+}
+
+# load_two_disks: the driver loaded (with VSRS_INSMOD_ARGS), the test
+# device's disks 0:0 and 0:1 there (run_tests.sh), as $d0 and $d1.
+load_two_disks() {
+	check "load $MOD${VSRS_INSMOD_ARGS:+ $VSRS_INSMOD_ARGS}" load_with_args
+	check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
+	d0=$(dev_of 0-0) d1=$(dev_of 0-1)
+	udevadm settle 2>/dev/null
+}
 
 # stat_of NAME: a virtio_scsi_rs debugfs counter (stats lines "NAME VALUE"),
 # summed over its devices; 0 with the C driver.

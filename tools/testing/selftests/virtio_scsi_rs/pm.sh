@@ -41,24 +41,13 @@ before() {
 	dev=$(disks_with_serial vsrs-f0)
 	check "fio verify on $dev before the suspends" fio_verify 2 4M "$dev"
 
-	local f ld libs
-	mkdir -p "$tmp/bin" "$tmp/lib" && cp /bin/busybox /bin/bash pm.sh lib.sh "$tmp/" &&
-		"$tmp/busybox" --install -s "$tmp/bin" ||
-		{ not_ok "a static busybox and bash in $tmp (busybox-static)"; exit 1; }
-	libs=$(ldd /bin/bash | grep -o '/[^ ]*')
-	for f in $libs; do
-		cp -L "$f" "$tmp/lib/" || { not_ok "copy $f to $tmp"; exit 1; }
-	done
-	ld=$(grep -o '[^/]*ld-linux[^/]*$' <<<"$libs")
-
+	mkdir -p "$tmp"
 	dd if=/dev/urandom of="$tmp/before" bs=1M count=8 2>/dev/null
 	want=$(md5sum <"$tmp/before" | cut -d' ' -f1)
 	check "write 8 MiB at 64 MiB before the suspends" disk_write "$tmp/before" 64
 
-	export dev want dmesg_start VSRS_PM_STATE=$state VSRS_PM_PHASE=2 PATH=$tmp/bin
-	exec "$tmp/lib/$ld" --library-path "$tmp/lib" "$tmp/bash" "$tmp/pm.sh"
-	not_ok "exec bash from $tmp"
-	exit 1
+	export dev want dmesg_start VSRS_PM_STATE=$state VSRS_PM_PHASE=2
+	exec_from_tmpfs "$tmp" pm.sh
 }
 
 # Phase 2 (everything from the tmpfs): the suspend.

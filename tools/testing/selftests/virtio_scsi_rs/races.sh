@@ -313,21 +313,10 @@ tmp=/dev/shm/vsrs-race
 # Phase 1 (on the 9p root): data written, everything phase 2 needs copied to a
 # tmpfs (see pm.sh), phase 2 exec'd from there.
 freeze_before() {
-	local f ld libs
 	check "write 1 MiB of known data to each disk" write_patterns
-	mkdir -p "$tmp/bin" "$tmp/lib" && cp /bin/busybox /bin/bash races.sh lib.sh "$tmp/" &&
-		"$tmp/busybox" --install -s "$tmp/bin" && cp "$pat".* "$tmp/" ||
-		{ not_ok "a static busybox and bash in $tmp (busybox-static)"; exit 1; }
-	libs=$(ldd /bin/bash | grep -o '/[^ ]*')
-	for f in $libs; do
-		cp -L "$f" "$tmp/lib/" || { not_ok "copy $f to $tmp"; exit 1; }
-	done
-	ld=$(grep -o '[^/]*ld-linux[^/]*$' <<<"$libs")
 	udevadm settle 2>/dev/null
-	export dmesg_start VSRS_RACE VSRS_PHASE=2 PATH=$tmp/bin
-	exec "$tmp/lib/$ld" --library-path "$tmp/lib" "$tmp/bash" "$tmp/races.sh"
-	not_ok "exec bash from $tmp"
-	exit 1
+	export dmesg_start VSRS_RACE VSRS_PHASE=2
+	exec_from_tmpfs "$tmp" races.sh "$pat".*
 }
 
 # Phase 2 (everything from the tmpfs): the suspend.

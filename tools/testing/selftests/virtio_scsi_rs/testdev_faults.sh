@@ -17,11 +17,7 @@
 cd "$(dirname "$0")" && . ./lib.sh
 
 begin "testdev faults $MOD"
-check "load $MOD${VSRS_INSMOD_ARGS:+ $VSRS_INSMOD_ARGS}" load_with_args
-two_disks() { has_disk 0-0 && has_disk 0-1; }
-check "disks 0:0 and 0:1 appear" wait_for 120 two_disks
-d0=$(dev_of 0-0) d1=$(dev_of 0-1)
-udevadm settle 2>/dev/null
+load_two_disks
 
 # 64 KiB of known data at the start of 0:1.
 dd if=/dev/urandom of=/tmp/pattern bs=64k count=1 status=none
