@@ -1008,8 +1008,22 @@ impl HostHandle {
         true
     }
 
+    /// Whether the module of the host's driver is not being unloaded. Once
+    /// it is, `scsi_device_get` refuses every device of the host, so a scan
+    /// finds none of the known LUNs and adds each again (sysfs refuses the
+    /// duplicate name, with a stack dump): scans are skipped from then on.
+    fn driver_live(&self) -> bool {
+        // SAFETY: The host is live (type invariant) and so is its template, a
+        // static of the driver's module; `module` is that module (or null for
+        // a built-in driver, which `module_is_live` reads as live).
+        unsafe { bindings::vsrs_module_is_live((*(*self.0.as_ptr()).hostt).module) }
+    }
+
     /// Adds the LUN (a REPORT LUNS-less probe of just that LUN).
     pub(crate) fn add_lun(&self, target: u32, lun: u64) -> Result {
+        if !self.driver_live() {
+            return Err(ENODEV);
+        }
         // SAFETY: The host is live (type invariant).
         to_result(unsafe { bindings::scsi_add_device(self.0.as_ptr(), 0, target, lun) })
     }
@@ -1049,6 +1063,9 @@ impl HostHandle {
     /// Scans every LUN of `target` (REPORT LUNS), adding new ones and
     /// revalidating the known ones.
     pub(crate) fn scan_target(&self, target: u32) {
+        if !self.driver_live() {
+            return;
+        }
         // SAFETY: The host is live (type invariant); its generic device is
         // the parent of its targets.
         unsafe {
@@ -1064,6 +1081,9 @@ impl HostHandle {
 
     /// Scans the whole host.
     pub(crate) fn scan_all(&self) {
+        if !self.driver_live() {
+            return;
+        }
         // SAFETY: The host is live (type invariant).
         unsafe { bindings::scsi_scan_host(self.0.as_ptr()) }
     }

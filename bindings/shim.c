@@ -86,3 +86,9 @@ struct blk_integrity *vsrs_rq_integrity(struct request *rq)
 {
 	return blk_get_integrity(rq->q->disk);
 }
+
+/* A built-in module (NULL) is always live. */
+bool vsrs_module_is_live(struct module *mod)
+{
+	return !mod || module_is_live(mod);
+}

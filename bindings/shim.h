@@ -18,6 +18,7 @@ struct scsi_cmnd;
 struct request;
 struct blk_integrity;
 struct device;
+struct module;
 
 
 int vsrs_register_virtio_driver(struct virtio_driver *drv);
@@ -38,5 +39,6 @@ bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 void vsrs_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 
 struct blk_integrity *vsrs_rq_integrity(struct request *rq);
+bool vsrs_module_is_live(struct module *mod);
 
 #endif

@@ -158,14 +158,20 @@ impl Events {
         let mut buf = [0u8; wire::EVENT_SIZE];
         let broken = loop {
             let EventState {
-                q, pending, missed, ..
+                q,
+                pending,
+                missed,
+                stopping,
+                ..
             } = &mut *g;
             let Some(q) = q.as_mut() else {
                 break false;
             };
             q.vq().disable_cb();
             while let Some((i, len)) = q.take(&mut buf) {
-                if pending.len() < PENDING_EVENTS {
+                if *stopping {
+                    // Not acted on: the device is going away.
+                } else if pending.len() < PENDING_EVENTS {
                     // Cannot fail: the capacity was reserved at probe.
                     let _ = pending.push_within_capacity((len, buf));
                 } else {
@@ -214,6 +220,12 @@ impl Events {
     fn run_pending(&self) {
         loop {
             let mut g = self.state.lock();
+            if g.stopping {
+                // The device is going away: a flood of events must not keep
+                // the removal waiting, nor scan a host being removed.
+                g.pending.clear();
+                g.missed = false;
+            }
             let missed = core::mem::replace(&mut g.missed, false);
             let next = if missed || g.pending.is_empty() {
                 None
