@@ -21,7 +21,7 @@ use kernel::{
     error::to_result,
     ffi::c_int,
     prelude::*,
-    sync::{aref::ARef, new_condvar, new_mutex, Arc, CondVar, Mutex},
+    sync::{aref::ARef, new_condvar, new_mutex, new_spinlock, Arc, CondVar, Mutex, SpinLock},
     types::{ForeignOwnable, Opaque},
 };
 
@@ -29,27 +29,31 @@ use kernel::{
 ///
 /// # Invariants
 ///
-/// The wrapped `struct virtio_device` is live and bound to the
-/// [`Registration`] of `T` for as long as the reference exists. Only the
-/// trampolines of that registration make one, so its virtqueue callbacks are
-/// always `T`'s.
-#[repr(transparent)]
-pub(crate) struct Device<T: Driver>(Opaque<bindings::virtio_device>, PhantomData<T>);
+/// `raw` is live and bound to the [`Registration`] of `T` for as long as the
+/// value exists; only the trampolines of that registration make one, on
+/// their stack, and lend it, so its virtqueue callbacks are always `T`'s.
+/// `sets` is the binding's count of virtqueue sets.
+pub(crate) struct Device<T: Driver> {
+    raw: NonNull<bindings::virtio_device>,
+    sets: Arc<SetCount>,
+    _driver: PhantomData<T>,
+}
 
 impl<T: Driver> Device<T> {
     /// # Safety
     ///
-    /// `ptr` points to a `struct virtio_device` that stays live and bound to
-    /// the registration of `T` for `'a`.
-    unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
-        // SAFETY: `Device` is a transparent wrapper of `Opaque<virtio_device>`
-        // (the `PhantomData` has no size), which has the layout of
-        // `virtio_device`; the caller guarantees `ptr` is live for `'a`.
-        unsafe { &*ptr.cast::<Self>() }
+    /// `ptr` is a `struct virtio_device` that stays live and bound to the
+    /// registration of `T` while the value exists; `sets` is its binding's.
+    unsafe fn new(ptr: *mut bindings::virtio_device, sets: Arc<SetCount>) -> Option<Self> {
+        Some(Self {
+            raw: NonNull::new(ptr)?,
+            sets,
+            _driver: PhantomData,
+        })
     }
 
     fn as_raw(&self) -> *mut bindings::virtio_device {
-        self.0.get()
+        self.raw.as_ptr()
     }
 
     /// The generic device, for `dev_*!` logging (names the device in dmesg).
@@ -110,8 +114,9 @@ impl<T: Driver> Device<T> {
         let set = Arc::new(
             VqSet {
                 _dev: self.as_dev().into(),
-                vdev: NonNull::from(&self.0).cast(),
+                vdev: self.raw,
                 created: false.into(),
+                count: self.sets.add(),
             },
             GFP_KERNEL,
         )?;
@@ -197,16 +202,67 @@ pub(crate) struct VqInfo {
 
 /// The virtqueues of one device as a whole. The last handle to go (the set
 /// itself or one of its queues) resets the device, so it stops touching
-/// guest memory, and deletes the queues.
+/// guest memory, and deletes the queues. Unbinding waits until every set of
+/// the device has gone: a handle the driver kept past its own state (leaked,
+/// or in a global) keeps the unbind waiting rather than deleting queues of
+/// the device's next binding.
 ///
 /// # Invariants
 ///
-/// `vdev` is the device of `_dev`; while `created`, it has these virtqueues.
+/// `vdev` is the device of `_dev`, bound to the driver that made the set
+/// until the set has gone; while `created`, it has these virtqueues.
 pub(crate) struct VqSet {
     /// Keeps `vdev` (the device embedding it) alive.
     _dev: ARef<device::Device>,
     vdev: NonNull<bindings::virtio_device>,
     created: core::sync::atomic::AtomicBool,
+    /// This set in its binding's count, until it has gone.
+    count: Arc<SetCount>,
+}
+
+/// How many [`VqSet`]s of a bound device exist; unbinding waits for none.
+#[pin_data]
+pub(crate) struct SetCount {
+    #[pin]
+    live: SpinLock<usize>,
+    /// Notified when `live` drops to zero.
+    #[pin]
+    gone: CondVar,
+}
+
+impl SetCount {
+    fn new() -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(SetCount {
+                live <- new_spinlock!(0),
+                gone <- new_condvar!("vsrs_virtio_sets_gone"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// One more set; the count, for it to hold.
+    fn add(self: &Arc<Self>) -> Arc<Self> {
+        *self.live.lock() += 1;
+        self.clone()
+    }
+
+    /// A set has gone (its queues deleted).
+    fn remove(&self) {
+        let mut g = self.live.lock();
+        *g -= 1;
+        if *g == 0 {
+            self.gone.notify_all();
+        }
+    }
+
+    /// Waits until no set is left.
+    fn wait_none(&self) {
+        let mut g = self.live.lock();
+        while *g != 0 {
+            self.gone.wait(&mut g);
+        }
+    }
 }
 
 // SAFETY: The C virtio API may be used from any task; `vdev` is kept live by
@@ -240,16 +296,19 @@ impl VqSet {
 
 impl Drop for VqSet {
     fn drop(&mut self) {
-        if !self.created.load(Ordering::Acquire) {
-            return;
+        if self.created.load(Ordering::Acquire) {
+            // No handle is left (this is the last reference); after the reset
+            // the device no longer uses the queues, so deleting them frees
+            // nothing in use.
+            // SAFETY: The device is live, still bound to the driver that made
+            // the set (unbinding waits for the count below), and has these
+            // queues (type invariant).
+            unsafe {
+                bindings::virtio_reset_device(self.vdev.as_ptr());
+                bindings::vsrs_virtio_del_vqs(self.vdev.as_ptr());
+            }
         }
-        // No handle is left (this is the last reference); after the reset the
-        // device no longer uses the queues, so deleting them frees nothing in use.
-        // SAFETY: The device is live and has these queues (type invariant).
-        unsafe {
-            bindings::virtio_reset_device(self.vdev.as_ptr());
-            bindings::vsrs_virtio_del_vqs(self.vdev.as_ptr());
-        }
+        self.count.remove();
     }
 }
 
@@ -474,6 +533,8 @@ struct Binding<T: Driver> {
     /// Notified when a reset ends.
     #[pin]
     settled: CondVar,
+    /// The device's virtqueue sets.
+    sets: Arc<SetCount>,
     data: Pin<KBox<T>>,
 }
 
@@ -644,31 +705,46 @@ unsafe fn binding<'a, T: Driver>(
 ///
 /// Called by the virtio core with a live device that it is binding to us.
 unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
-    // SAFETY: The core keeps `vdev` live and bound for the whole call.
-    let dev = unsafe { Device::<T>::from_raw(vdev) };
-    let probed = match T::probe(dev) {
-        Ok(data) => data,
+    let sets = match SetCount::new() {
+        Ok(s) => s,
         Err(e) => return e.to_errno(),
+    };
+    // SAFETY: The core keeps `vdev` live and bound for the whole call, and
+    // `dev` does not outlive it; `sets` is new, the binding's from here on.
+    let Some(dev) = (unsafe { Device::<T>::new(vdev, sets.clone()) }) else {
+        return EINVAL.to_errno();
+    };
+    let probed = match T::probe(&dev) {
+        Ok(data) => data,
+        Err(e) => {
+            // Not bound: no set the probe made may outlive the binding.
+            sets.wait_none();
+            return e.to_errno();
+        }
     };
     let boxed = match KBox::pin_init(
         pin_init!(Binding {
             phase <- new_mutex!(Phase::Running),
             settled <- new_condvar!("vsrs_virtio_settled"),
+            sets,
             data: probed,
         }),
         GFP_KERNEL,
     ) {
         Ok(b) => b,
-        Err(e) => return e.to_errno(),
+        Err(e) => {
+            dev.sets.wait_none();
+            return e.to_errno();
+        }
     };
     // SAFETY: `vdev` is live and ours.
     unsafe { priv_slot(vdev) }.store(boxed.into_foreign(), Ordering::Release);
     // SAFETY: The binding was stored just above; only `unbind` frees it.
-    let result = unsafe { binding::<T>(vdev) }.map_or(Err(EINVAL), |b| b.data.start(dev));
+    let result = unsafe { binding::<T>(vdev) }.map_or(Err(EINVAL), |b| b.data.start(&dev));
     match result {
         Ok(()) => 0,
         Err(e) => {
-            unbind::<T>(dev, false);
+            unbind::<T>(&dev, false);
             e.to_errno()
         }
     }
@@ -698,14 +774,24 @@ fn unbind<T: Driver>(dev: &Device<T>, started: bool) {
         // device callback concurrently with remove).
         drop(unsafe { <Pin<KBox<Binding<T>>>>::from_foreign(ptr) });
     }
+    // The driver's state is gone, and with it (normally) the last handle to
+    // each virtqueue set: no set may outlive the binding.
+    dev.sets.wait_none();
 }
 
 /// # Safety
 ///
 /// Called by the virtio core with a live device that `probe_callback` bound.
 unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
-    // SAFETY: The core keeps `vdev` live for the whole call.
-    unbind::<T>(unsafe { Device::from_raw(vdev) }, true);
+    // SAFETY: A device callback, not concurrent with the others.
+    let Some(sets) = (unsafe { binding::<T>(vdev) }).map(|b| b.sets.clone()) else {
+        return;
+    };
+    // SAFETY: The core keeps `vdev` live and bound for the whole call;
+    // `sets` is its binding's.
+    if let Some(dev) = unsafe { Device::<T>::new(vdev, sets) } {
+        unbind::<T>(&dev, true);
+    }
 }
 
 /// Runs a lifecycle step of the driver with the device's binding.
@@ -717,15 +803,18 @@ unsafe fn step<T: Driver>(
     vdev: *mut bindings::virtio_device,
     f: impl FnOnce(&Binding<T>, &Device<T>) -> Result,
 ) -> c_int {
-    // SAFETY: The core keeps `vdev` live and bound for the whole call.
-    let dev = unsafe { Device::<T>::from_raw(vdev) };
     // SAFETY: A device callback, not concurrent with remove.
-    match unsafe { binding::<T>(vdev) } {
-        Some(b) => match f(&*b, dev) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        },
-        None => EINVAL.to_errno(),
+    let Some(b) = (unsafe { binding::<T>(vdev) }) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: The core keeps `vdev` live and bound for the whole call;
+    // `sets` is its binding's.
+    let Some(dev) = (unsafe { Device::<T>::new(vdev, b.sets.clone()) }) else {
+        return EINVAL.to_errno();
+    };
+    match f(&*b, &dev) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
 }
 
