@@ -11,6 +11,7 @@ use crate::{
     dma::{self, Sgs},
 };
 use core::{
+    cell::UnsafeCell,
     ffi::c_void,
     marker::PhantomData,
     ptr::NonNull,
@@ -32,10 +33,10 @@ use kernel::{
 /// `raw` is live and bound to the [`Registration`] of `T` for as long as the
 /// value exists; only the trampolines of that registration make one, on
 /// their stack, and lend it, so its virtqueue callbacks are always `T`'s.
-/// `sets` is the binding's count of virtqueue sets.
+/// `tethers` is the binding's count of what must not outlive it.
 pub(crate) struct Device<T: Driver> {
     raw: NonNull<bindings::virtio_device>,
-    sets: Arc<SetCount>,
+    tethers: Arc<Tethers>,
     _driver: PhantomData<T>,
 }
 
@@ -43,11 +44,12 @@ impl<T: Driver> Device<T> {
     /// # Safety
     ///
     /// `ptr` is a `struct virtio_device` that stays live and bound to the
-    /// registration of `T` while the value exists; `sets` is its binding's.
-    unsafe fn new(ptr: *mut bindings::virtio_device, sets: Arc<SetCount>) -> Option<Self> {
+    /// registration of `T` while the value exists; `tethers` is its
+    /// binding's.
+    unsafe fn new(ptr: *mut bindings::virtio_device, tethers: Arc<Tethers>) -> Option<Self> {
         Some(Self {
             raw: NonNull::new(ptr)?,
-            sets,
+            tethers,
             _driver: PhantomData,
         })
     }
@@ -116,7 +118,7 @@ impl<T: Driver> Device<T> {
                 _dev: self.as_dev().into(),
                 vdev: self.raw,
                 created: false.into(),
-                count: self.sets.add(),
+                count: self.tethers.add(),
             },
             GFP_KERNEL,
         )?;
@@ -217,12 +219,13 @@ pub(crate) struct VqSet {
     vdev: NonNull<bindings::virtio_device>,
     created: core::sync::atomic::AtomicBool,
     /// This set in its binding's count, until it has gone.
-    count: Arc<SetCount>,
+    count: Arc<Tethers>,
 }
 
-/// How many [`VqSet`]s of a bound device exist; unbinding waits for none.
+/// How many values that must not outlive a device's binding exist (its
+/// [`VqSet`]s and [`DeviceHandle`]s); unbinding waits for none.
 #[pin_data]
-pub(crate) struct SetCount {
+pub(crate) struct Tethers {
     #[pin]
     live: SpinLock<usize>,
     /// Notified when `live` drops to zero.
@@ -230,24 +233,24 @@ pub(crate) struct SetCount {
     gone: CondVar,
 }
 
-impl SetCount {
+impl Tethers {
     fn new() -> Result<Arc<Self>> {
         Arc::pin_init(
-            pin_init!(SetCount {
+            pin_init!(Tethers {
                 live <- new_spinlock!(0),
-                gone <- new_condvar!("vsrs_virtio_sets_gone"),
+                gone <- new_condvar!("vsrs_virtio_tethers_gone"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// One more set; the count, for it to hold.
+    /// One more; the count, for it to hold.
     fn add(self: &Arc<Self>) -> Arc<Self> {
         *self.live.lock() += 1;
         self.clone()
     }
 
-    /// A set has gone (its queues deleted).
+    /// One has gone.
     fn remove(&self) {
         let mut g = self.live.lock();
         *g -= 1;
@@ -256,7 +259,7 @@ impl SetCount {
         }
     }
 
-    /// Waits until no set is left.
+    /// Waits until none is left.
     fn wait_none(&self) {
         let mut g = self.live.lock();
         while *g != 0 {
@@ -523,6 +526,8 @@ enum Phase {
     Frozen,
     Resetting,
     ShutDown,
+    /// Being unbound: no step runs any more, and the driver's state goes.
+    Unbound,
 }
 
 /// The driver's state with its lifecycle phase, in `virtio_device::priv`.
@@ -533,9 +538,10 @@ struct Binding<T: Driver> {
     /// Notified when a reset ends.
     #[pin]
     settled: CondVar,
-    /// The device's virtqueue sets.
-    sets: Arc<SetCount>,
-    data: Pin<KBox<T>>,
+    /// What must not outlive the binding (queue sets, device handles).
+    tethers: Arc<Tethers>,
+    /// The driver's state; `None` once `unbind` has taken it.
+    data: UnsafeCell<Option<Pin<KBox<T>>>>,
 }
 
 impl<T: Driver> Binding<T> {
@@ -549,40 +555,93 @@ impl<T: Driver> Binding<T> {
         if !from.contains(&*g) {
             return Err(EBUSY);
         }
-        f(&self.data)?;
+        // SAFETY: The phase lock is held and the phase is not `Unbound` (no
+        // `from` lists it): `unbind` takes the state only after it set that
+        // phase under this lock.
+        let data = unsafe { self.data() }.ok_or(EBUSY)?;
+        f(data)?;
         *g = to;
         drop(g);
         self.settled.notify_all();
         Ok(())
     }
+
+    /// The driver's state.
+    ///
+    /// # Safety
+    ///
+    /// `unbind` does not take it meanwhile: the caller holds the phase lock
+    /// in a phase other than `Unbound`, or is a virtqueue callback (`unbind`
+    /// takes the state after synchronising them), or is the probe or remove
+    /// path itself.
+    unsafe fn data(&self) -> Option<&T> {
+        // SAFETY: Nothing writes the cell meanwhile (caller's guarantee).
+        unsafe { (*self.data.get()).as_deref() }
+    }
+
+    /// No step runs from now on; waits for a reset under way.
+    fn retire(&self) {
+        let mut g = self.phase.lock();
+        while *g == Phase::Resetting {
+            self.settled.wait(&mut g);
+        }
+        *g = Phase::Unbound;
+    }
 }
 
-/// A counted reference to a bound virtio device, to reset it from contexts
-/// that have no `&Device` (SCSI error handling, recovery work).
-pub(crate) struct DeviceHandle(ARef<device::Device>);
+/// A reference to a bound virtio device, to reset it from contexts that have
+/// no `&Device` (SCSI error handling, recovery work). Unbinding waits until
+/// every handle has gone, so the device stays bound to the driver that made
+/// the handle for as long as the handle exists.
+///
+/// # Invariants
+///
+/// `vdev` is the device of `_dev`, bound to the registration that made the
+/// handle (whose binding counts the handle in `tethers`).
+pub(crate) struct DeviceHandle {
+    /// Keeps `vdev` (the device embedding it) alive.
+    _dev: ARef<device::Device>,
+    vdev: NonNull<bindings::virtio_device>,
+    tethers: Arc<Tethers>,
+}
+
+// SAFETY: The C virtio API may be used from any task; `vdev` is kept live by
+// the reference on its `struct device`.
+unsafe impl Send for DeviceHandle {}
+// SAFETY: `&DeviceHandle` allows only the reset, which the registration's
+// callbacks serialise.
+unsafe impl Sync for DeviceHandle {}
 
 impl<T: Driver> Device<T> {
-    /// A counted reference to this device.
+    /// A handle to this device, to reset it later.
     pub(crate) fn handle(&self) -> DeviceHandle {
-        DeviceHandle(self.as_dev().into())
+        DeviceHandle {
+            _dev: self.as_dev().into(),
+            vdev: self.raw,
+            tethers: self.tethers.add(),
+        }
     }
 }
 
 impl DeviceHandle {
     /// Resets the device through its driver: [`Driver::reset_prepare`], a
     /// reset and feature negotiation by the virtio core,
-    /// [`Driver::reset_done`]. Fails if the device is no longer bound, or
-    /// frozen or shut down; waits for a reset under way.
+    /// [`Driver::reset_done`]. Fails (`EBUSY`) if the device is frozen, shut
+    /// down or being unbound; waits for a reset under way.
     pub(crate) fn reset(&self) -> Result {
-        // The core checks whether a driver is bound, the registration's
-        // callbacks check its phase.
-        // SAFETY: The reference keeps the `virtio_device` embedding it alive.
+        // SAFETY: The device is live (the reference in `_dev`) and bound to
+        // our registration (type invariant): the core calls our callbacks,
+        // which check the binding's phase.
         unsafe {
-            let vdev =
-                bindings::vsrs_dev_to_virtio(core::ptr::from_ref(&*self.0).cast_mut().cast());
-            to_result(bindings::virtio_device_reset_prepare(vdev))?;
-            to_result(bindings::virtio_device_reset_done(vdev))
+            to_result(bindings::virtio_device_reset_prepare(self.vdev.as_ptr()))?;
+            to_result(bindings::virtio_device_reset_done(self.vdev.as_ptr()))
         }
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        self.tethers.remove();
     }
 }
 
@@ -688,16 +747,19 @@ unsafe fn priv_slot<'a>(vdev: *mut bindings::virtio_device) -> &'a AtomicPtr<c_v
 ///
 /// # Safety
 ///
-/// `vdev` is live and bound to the registration of `T`, and the caller runs
-/// in a callback the core does not run concurrently with `remove` (or in a
-/// virtqueue callback, which `unbind` synchronises before it frees).
+/// `vdev` is live and bound to the registration of `T`, and `unbind` does
+/// not free the binding meanwhile: the caller runs in a callback the core does
+/// not run concurrently with `remove`, in a virtqueue callback (`unbind`
+/// synchronises them before it frees), in one reached through a
+/// [`DeviceHandle`] (`unbind` frees once no handle is left), or is `unbind`.
 unsafe fn binding<'a, T: Driver>(
     vdev: *mut bindings::virtio_device,
 ) -> Option<Pin<&'a Binding<T>>> {
     // SAFETY: The caller guarantees `vdev` is live and ours.
     let ptr = unsafe { priv_slot(vdev) }.load(Ordering::Acquire);
     // SAFETY: A non-null `priv` is the binding `probe_callback` stored, freed
-    // only by `unbind` after clearing `priv` and synchronising callbacks.
+    // only by `unbind` after clearing `priv`, synchronising callbacks and
+    // waiting for every device handle; not meanwhile (caller's guarantee).
     (!ptr.is_null()).then(|| unsafe { <Pin<KBox<Binding<T>>>>::borrow(ptr) })
 }
 
@@ -705,20 +767,20 @@ unsafe fn binding<'a, T: Driver>(
 ///
 /// Called by the virtio core with a live device that it is binding to us.
 unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_device) -> c_int {
-    let sets = match SetCount::new() {
+    let tethers = match Tethers::new() {
         Ok(s) => s,
         Err(e) => return e.to_errno(),
     };
     // SAFETY: The core keeps `vdev` live and bound for the whole call, and
-    // `dev` does not outlive it; `sets` is new, the binding's from here on.
-    let Some(dev) = (unsafe { Device::<T>::new(vdev, sets.clone()) }) else {
+    // `dev` does not outlive it; `tethers` is new, the binding's from here on.
+    let Some(dev) = (unsafe { Device::<T>::new(vdev, tethers.clone()) }) else {
         return EINVAL.to_errno();
     };
     let probed = match T::probe(&dev) {
         Ok(data) => data,
         Err(e) => {
             // Not bound: no set the probe made may outlive the binding.
-            sets.wait_none();
+            tethers.wait_none();
             return e.to_errno();
         }
     };
@@ -726,21 +788,25 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
         pin_init!(Binding {
             phase <- new_mutex!(Phase::Running),
             settled <- new_condvar!("vsrs_virtio_settled"),
-            sets,
-            data: probed,
+            tethers,
+            data: UnsafeCell::new(Some(probed)),
         }),
         GFP_KERNEL,
     ) {
         Ok(b) => b,
         Err(e) => {
-            dev.sets.wait_none();
+            dev.tethers.wait_none();
             return e.to_errno();
         }
     };
     // SAFETY: `vdev` is live and ours.
     unsafe { priv_slot(vdev) }.store(boxed.into_foreign(), Ordering::Release);
     // SAFETY: The binding was stored just above; only `unbind` frees it.
-    let result = unsafe { binding::<T>(vdev) }.map_or(Err(EINVAL), |b| b.data.start(&dev));
+    // SAFETY: The binding was stored just above; only `unbind` frees it. This
+    // is the probe path, so nothing takes the state meanwhile.
+    let result = unsafe { binding::<T>(vdev) }
+        .and_then(|b| unsafe { b.get_ref().data() })
+        .map_or(Err(EINVAL), |d| d.start(&dev));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -750,33 +816,49 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
     }
 }
 
-/// Takes the device down (`stop` unless it never started), resets it, and
-/// drops the driver's state once no callback can see it.
+/// Takes the device down (`stop` unless it never started): no lifecycle
+/// step runs from then on, the device is reset, the driver's state dropped
+/// once no callback can see it, and the binding freed once nothing tethered
+/// to it is left.
 fn unbind<T: Driver>(dev: &Device<T>, started: bool) {
     let vdev = dev.as_raw();
+    // SAFETY: The binding is freed only below, by this function.
+    let b = unsafe { binding::<T>(vdev) };
     if started {
-        // SAFETY: Remove is not concurrent with the other device callbacks.
-        if let Some(b) = unsafe { binding::<T>(vdev) } {
-            b.data.stop(dev);
+        // SAFETY: The remove path: nothing takes the state meanwhile.
+        if let Some(d) = b.and_then(|b| unsafe { b.get_ref().data() }) {
+            d.stop(dev);
         }
     }
+    if let Some(b) = b {
+        b.retire();
+    }
     // SAFETY: The device is live; after the reset and the synchronisation no
-    // virtqueue callback runs or starts (whatever the transport).
+    // virtqueue callback runs or starts (whatever the transport), and no
+    // reset can create queues again (the phase is `Unbound`).
     unsafe {
         bindings::virtio_reset_device(vdev);
         bindings::vsrs_virtio_synchronize_cbs(vdev);
     }
+    if let Some(b) = b {
+        // SAFETY: No step reads the state any more (the phase is `Unbound`,
+        // set under the phase lock), nor does a virtqueue callback (they are
+        // synchronised); this function is the only writer.
+        let data = unsafe { (*b.data.get()).take() };
+        drop(data);
+    }
+    // The driver's state is gone, and with it (normally) every queue set and
+    // device handle: none may outlive the binding.
+    dev.tethers.wait_none();
     // SAFETY: `vdev` is live and ours.
     let ptr = unsafe { priv_slot(vdev) }.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !ptr.is_null() {
         // SAFETY: `ptr` is the binding from `probe_callback`; no borrow of it
-        // is left (callbacks are synchronised, and the core runs no other
-        // device callback concurrently with remove).
+        // is left (virtqueue callbacks are synchronised, no device handle is
+        // left, and the core runs no other device callback concurrently with
+        // remove).
         drop(unsafe { <Pin<KBox<Binding<T>>>>::from_foreign(ptr) });
     }
-    // The driver's state is gone, and with it (normally) the last handle to
-    // each virtqueue set: no set may outlive the binding.
-    dev.sets.wait_none();
 }
 
 /// # Safety
@@ -784,12 +866,12 @@ fn unbind<T: Driver>(dev: &Device<T>, started: bool) {
 /// Called by the virtio core with a live device that `probe_callback` bound.
 unsafe extern "C" fn remove_callback<T: Driver>(vdev: *mut bindings::virtio_device) {
     // SAFETY: A device callback, not concurrent with the others.
-    let Some(sets) = (unsafe { binding::<T>(vdev) }).map(|b| b.sets.clone()) else {
+    let Some(tethers) = (unsafe { binding::<T>(vdev) }).map(|b| b.tethers.clone()) else {
         return;
     };
     // SAFETY: The core keeps `vdev` live and bound for the whole call;
-    // `sets` is its binding's.
-    if let Some(dev) = unsafe { Device::<T>::new(vdev, sets) } {
+    // `tethers` is its binding's.
+    if let Some(dev) = unsafe { Device::<T>::new(vdev, tethers) } {
         unbind::<T>(&dev, true);
     }
 }
@@ -808,8 +890,8 @@ unsafe fn step<T: Driver>(
         return EINVAL.to_errno();
     };
     // SAFETY: The core keeps `vdev` live and bound for the whole call;
-    // `sets` is its binding's.
-    let Some(dev) = (unsafe { Device::<T>::new(vdev, b.sets.clone()) }) else {
+    // `tethers` is its binding's.
+    let Some(dev) = (unsafe { Device::<T>::new(vdev, b.tethers.clone()) }) else {
         return EINVAL.to_errno();
     };
     match f(&*b, &dev) {
@@ -904,7 +986,11 @@ unsafe extern "C" fn vq_callback<T: Driver>(vq: *mut bindings::virtqueue) {
     // No binding: before `probe` stored it or after `unbind` took it; nothing
     // is in flight then.
     if let Some(b) = b {
-        b.data.vq_done(index as usize);
+        // SAFETY: A virtqueue callback: `unbind` takes the state only after
+        // synchronising them.
+        if let Some(d) = unsafe { b.data() } {
+            d.vq_done(index as usize);
+        }
     }
 }
 
