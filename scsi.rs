@@ -1140,6 +1140,37 @@ impl HostHandle {
         gone
     }
 
+    /// Scans (REPORT LUNS) each target that has a known LUN. Unlike
+    /// [`HostHandle::scan_all`] it probes no absent target, so it makes and
+    /// destroys no temporary device: the midlayer destroys such a device's
+    /// queue before it cancels the device's requeue work, which a completion
+    /// schedules whenever the host has starved devices (a blocked host, a
+    /// busy one), and that work then runs the destroyed queue (an oops in
+    /// `blk_mq_requeue_work`, seen under fio across device resets).
+    pub(crate) fn scan_known_targets(&self) {
+        let mut known = [0u64; 4];
+        let mut sdev = core::ptr::null_mut();
+        loop {
+            // SAFETY: As in `rescan_known`.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
+            if sdev.is_null() {
+                break;
+            }
+            // SAFETY: `sdev` is live and referenced until the next iteration.
+            let id = unsafe { (*sdev).id } as usize;
+            if let Some(w) = known.get_mut(id / 64) {
+                *w |= 1 << (id % 64);
+            }
+        }
+        for (i, w) in known.iter().enumerate() {
+            for bit in 0..64 {
+                if w & (1 << bit) != 0 {
+                    self.scan_target((i * 64 + bit) as u32);
+                }
+            }
+        }
+    }
+
     /// Revalidates every known LUN of `target`, or of every target.
     pub(crate) fn rescan_known(&self, target: Option<u32>) {
         let mut sdev = core::ptr::null_mut();

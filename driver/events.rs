@@ -45,6 +45,8 @@ struct EventState {
     pending: KVec<(u32, [u8; wire::EVENT_SIZE])>,
     /// Events were lost (by the device or here): rescan everything.
     missed: bool,
+    /// The device was reset: rescan the known targets.
+    was_reset: bool,
     /// The work is queued or running.
     work_busy: bool,
     /// The device is going away: queue no more work.
@@ -101,6 +103,7 @@ impl Events {
                         size,
                         pending,
                         missed: false,
+                        was_reset: false,
                         work_busy: false,
                         stopping: false,
                     },
@@ -199,7 +202,7 @@ impl Events {
 
     /// Queues the work if there is something for it and it is not queued.
     fn schedule(self: &Arc<Self>, mut g: Guard<'_, EventState, IrqSaveBackend>) {
-        if (g.pending.is_empty() && !g.missed) || g.work_busy || g.stopping {
+        if (g.pending.is_empty() && !g.missed && !g.was_reset) || g.work_busy || g.stopping {
             return;
         }
         g.work_busy = true;
@@ -208,11 +211,22 @@ impl Events {
         let _ = workqueue::system_freezable().enqueue(self.clone());
     }
 
-    /// After a device reset or resume: rescan everything, since events may
-    /// have been lost while the device was down.
+    /// After a resume: rescan everything, since events may have been lost
+    /// while the device was down.
     pub(super) fn rescan_all(self: &Arc<Self>) {
         let mut g = self.state.lock();
         g.missed = true;
+        self.schedule(g);
+    }
+
+    /// After a device reset: events may have been lost, so the known targets
+    /// are scanned (REPORT LUNS: LUNs added meanwhile) and their LUNs
+    /// revalidated. Not every target: a reset comes under load, often, and a
+    /// full scan probes every absent target (see
+    /// `HostHandle::scan_known_targets`).
+    pub(super) fn rescan_after_reset(self: &Arc<Self>) {
+        let mut g = self.state.lock();
+        g.was_reset = true;
         self.schedule(g);
     }
 
@@ -225,14 +239,17 @@ impl Events {
                 // the removal waiting, nor scan a host being removed.
                 g.pending.clear();
                 g.missed = false;
+                g.was_reset = false;
             }
             let missed = core::mem::replace(&mut g.missed, false);
-            let next = if missed || g.pending.is_empty() {
+            // A full rescan covers what the one after a reset does.
+            let was_reset = core::mem::replace(&mut g.was_reset, false) && !missed;
+            let next = if missed || was_reset || g.pending.is_empty() {
                 None
             } else {
                 g.pending.remove(0).ok()
             };
-            if !missed && next.is_none() {
+            if !missed && !was_reset && next.is_none() {
                 g.work_busy = false;
                 drop(g);
                 self.idle.notify_all();
@@ -245,6 +262,10 @@ impl Events {
             };
             if missed {
                 self.rescan_after_missed(host);
+            }
+            if was_reset {
+                host.scan_known_targets();
+                host.rescan_known(None);
             }
             if let Some((len, buf)) = next {
                 self.handle(host, len, &buf);

@@ -81,8 +81,8 @@ impl VirtioScsi {
         drop(set);
     }
 
-    /// Creates the queues anew (after restore or reset), sets DRIVER_OK, and
-    /// rescans, since events may have been lost meanwhile.
+    /// Creates the queues anew (after restore or reset), sets DRIVER_OK; the
+    /// caller rescans, since events may have been lost meanwhile.
     pub(super) fn bring_up(&self, dev: &Device) -> Result {
         let space = probe::config_space(dev)?;
         let (set, handles) = probe::create_vqs(dev, &self.shared.cfg)?;
@@ -101,9 +101,7 @@ impl VirtioScsi {
             q.attach(vq);
         }
         *self.vqs.lock() = Some(set);
-        self.events.post_all()?;
-        self.events.rescan_all();
-        Ok(())
+        self.events.post_all()
     }
 
     /// The system goes down: no more resets or event work; the device is

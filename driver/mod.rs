@@ -203,7 +203,9 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn restore(&self, dev: &virtio::Device<Self>) -> Result {
-        self.bring_up(dev)
+        self.bring_up(dev)?;
+        self.events.rescan_all();
+        Ok(())
     }
 
     fn reset_prepare(&self, _dev: &virtio::Device<Self>) -> Result {
@@ -215,6 +217,7 @@ impl virtio::Driver for VirtioScsi {
     fn reset_done(&self, dev: &virtio::Device<Self>) -> Result {
         let r = self.bring_up(dev);
         self.quiesce(false);
+        self.events.rescan_after_reset();
         r
     }
 
