@@ -472,10 +472,10 @@ pub(crate) struct Command<T: Operations> {
 // SAFETY: A command may be completed from any task or interrupt.
 unsafe impl<T: Operations> Send for Command<T> {}
 
-// SAFETY: `into_raw` hands out the command pointer and `from_raw` rebuilds
-// the same command. The command, its private area (`T::CmdData`) and its
-// data and protection tables stay valid and in place until it is completed,
-// which needs the `Command` back.
+// The command, its private area (`T::CmdData`) and its data and protection
+// tables stay valid and in place until it is completed, which needs the
+// `Command` back.
+// SAFETY: `into_raw` hands out the command pointer, `from_raw` rebuilds it.
 unsafe impl<T: Operations> dma::Owned for Command<T> {
     fn into_raw(self) -> NonNull<c_void> {
         let p = self.sc.cast();

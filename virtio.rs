@@ -853,10 +853,10 @@ fn unbind<T: Driver>(dev: &Device<T>, started: bool) {
     // SAFETY: `vdev` is live and ours.
     let ptr = unsafe { priv_slot(vdev) }.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !ptr.is_null() {
-        // SAFETY: `ptr` is the binding from `probe_callback`; no borrow of it
-        // is left (virtqueue callbacks are synchronised, no device handle is
-        // left, and the core runs no other device callback concurrently with
-        // remove).
+        // No borrow of the binding is left: virtqueue callbacks are
+        // synchronised, no device handle is left, and the core runs no other
+        // device callback concurrently with remove.
+        // SAFETY: `ptr` is the binding from `probe_callback`, unborrowed.
         drop(unsafe { <Pin<KBox<Binding<T>>>>::from_foreign(ptr) });
     }
 }
