@@ -115,10 +115,8 @@ impl<T: Driver> Device<T> {
         // queues without an owner.
         let set = Arc::new(
             VqSet {
-                _dev: self.as_dev().into(),
-                vdev: self.raw,
+                dev: self.handle(),
                 created: false.into(),
-                count: self.tethers.add(),
             },
             GFP_KERNEL,
         )?;
@@ -211,15 +209,12 @@ pub(crate) struct VqInfo {
 ///
 /// # Invariants
 ///
-/// `vdev` is the device of `_dev`, bound to the driver that made the set
-/// until the set has gone; while `created`, it has these virtqueues.
+/// While `created`, the device of `dev` has these virtqueues.
 pub(crate) struct VqSet {
-    /// Keeps `vdev` (the device embedding it) alive.
-    _dev: ARef<device::Device>,
-    vdev: NonNull<bindings::virtio_device>,
+    /// The device, bound to the driver that made the set (the handle holds
+    /// the set in the binding's count until the set has gone).
+    dev: DeviceHandle,
     created: core::sync::atomic::AtomicBool,
-    /// This set in its binding's count, until it has gone.
-    count: Arc<Tethers>,
 }
 
 /// How many values that must not outlive a device's binding exist (its
@@ -268,19 +263,12 @@ impl Tethers {
     }
 }
 
-// SAFETY: The C virtio API may be used from any task; `vdev` is kept live by
-// the reference on its `struct device`.
-unsafe impl Send for VqSet {}
-// SAFETY: `&VqSet` allows the reset and DRIVER_OK, which the C API allows
-// from any task.
-unsafe impl Sync for VqSet {}
-
 impl VqSet {
     /// Sets DRIVER_OK: from now on the device may use the queues.
     pub(crate) fn device_ready(&self) {
-        // SAFETY: The device is live (the reference in `_dev`) and has its
+        // SAFETY: The device is live (the handle in `dev`) and has its
         // queues (type invariant).
-        unsafe { bindings::vsrs_virtio_device_ready(self.vdev.as_ptr()) }
+        unsafe { bindings::vsrs_virtio_device_ready(self.dev.vdev.as_ptr()) }
     }
 
     /// Resets the device: it uses none of these queues' buffers any more,
@@ -288,10 +276,10 @@ impl VqSet {
     /// the callbacks are synchronised too). The proof lets the queues give
     /// back what they still hold ([`Virtqueue::detach_unused`]).
     pub(crate) fn reset(&self) -> Reset<'_> {
-        // SAFETY: The device is live (the reference in `_dev`).
+        // SAFETY: The device is live (the handle in `dev`).
         unsafe {
-            bindings::virtio_reset_device(self.vdev.as_ptr());
-            bindings::vsrs_virtio_synchronize_cbs(self.vdev.as_ptr());
+            bindings::virtio_reset_device(self.dev.vdev.as_ptr());
+            bindings::vsrs_virtio_synchronize_cbs(self.dev.vdev.as_ptr());
         }
         Reset { set: self }
     }
@@ -304,14 +292,13 @@ impl Drop for VqSet {
             // the device no longer uses the queues, so deleting them frees
             // nothing in use.
             // SAFETY: The device is live, still bound to the driver that made
-            // the set (unbinding waits for the count below), and has these
-            // queues (type invariant).
+            // the set (unbinding waits for the handle, dropped after this),
+            // and has these queues (type invariant).
             unsafe {
-                bindings::virtio_reset_device(self.vdev.as_ptr());
-                bindings::vsrs_virtio_del_vqs(self.vdev.as_ptr());
+                bindings::virtio_reset_device(self.dev.vdev.as_ptr());
+                bindings::vsrs_virtio_del_vqs(self.dev.vdev.as_ptr());
             }
         }
-        self.count.remove();
     }
 }
 
@@ -801,7 +788,6 @@ unsafe extern "C" fn probe_callback<T: Driver>(vdev: *mut bindings::virtio_devic
     };
     // SAFETY: `vdev` is live and ours.
     unsafe { priv_slot(vdev) }.store(boxed.into_foreign(), Ordering::Release);
-    // SAFETY: The binding was stored just above; only `unbind` frees it.
     // SAFETY: The binding was stored just above; only `unbind` frees it. This
     // is the probe path, so nothing takes the state meanwhile.
     let result = unsafe { binding::<T>(vdev) }

@@ -58,11 +58,6 @@ void vsrs_virtio_synchronize_cbs(struct virtio_device *vdev)
 	virtio_synchronize_cbs(vdev);
 }
 
-struct virtio_device *vsrs_dev_to_virtio(struct device *dev)
-{
-	return dev_to_virtio(dev);
-}
-
 unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock)
 {
 	unsigned long flags;

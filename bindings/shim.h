@@ -32,7 +32,6 @@ int vsrs_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 void vsrs_virtio_del_vqs(struct virtio_device *vdev);
 void vsrs_virtio_device_ready(struct virtio_device *vdev);
 void vsrs_virtio_synchronize_cbs(struct virtio_device *vdev);
-struct virtio_device *vsrs_dev_to_virtio(struct device *dev);
 
 unsigned long vsrs_spin_lock_irqsave(spinlock_t *lock);
 bool vsrs_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
