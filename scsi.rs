@@ -1099,15 +1099,9 @@ impl HostHandle {
         };
         let timeout = kernel::time::msecs_to_jiffies(30_000) as c_int;
         let mut gone = 0;
-        let mut sdev = core::ptr::null_mut();
-        loop {
-            // SAFETY: As in `rescan_known`.
-            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
-            if sdev.is_null() {
-                break;
-            }
+        self.for_each_device(|sdev| {
             buf.fill(0);
-            // SAFETY: `sdev` is live and referenced until the next iteration.
+            // SAFETY: `sdev` is live and referenced during the call.
             let len = match unsafe { (*sdev).inquiry_len } {
                 0 => 36,
                 n => usize::from(n).min(LEN),
@@ -1136,7 +1130,7 @@ impl HostHandle {
                 unsafe { bindings::scsi_remove_device(sdev) };
                 gone += 1;
             }
-        }
+        });
         gone
     }
 
@@ -1149,19 +1143,13 @@ impl HostHandle {
     /// `blk_mq_requeue_work`, seen under fio across device resets).
     pub(crate) fn scan_known_targets(&self) {
         let mut known = [0u64; 4];
-        let mut sdev = core::ptr::null_mut();
-        loop {
-            // SAFETY: As in `rescan_known`.
-            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
-            if sdev.is_null() {
-                break;
-            }
-            // SAFETY: `sdev` is live and referenced until the next iteration.
+        self.for_each_device(|sdev| {
+            // SAFETY: `sdev` is live and referenced during the call.
             let id = unsafe { (*sdev).id } as usize;
             if let Some(w) = known.get_mut(id / 64) {
                 *w |= 1 << (id % 64);
             }
-        }
+        });
         for (i, w) in known.iter().enumerate() {
             for bit in 0..64 {
                 if w & (1 << bit) != 0 {
@@ -1173,20 +1161,28 @@ impl HostHandle {
 
     /// Revalidates every known LUN of `target`, or of every target.
     pub(crate) fn rescan_known(&self, target: Option<u32>) {
-        let mut sdev = core::ptr::null_mut();
-        loop {
-            // SAFETY: The host is live; the iterator takes a reference on the
-            // device it returns and puts the one it is given.
-            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
-            if sdev.is_null() {
-                break;
-            }
-            // SAFETY: `sdev` is live and referenced until the next iteration.
+        self.for_each_device(|sdev| {
+            // SAFETY: `sdev` is live and referenced during the call.
             unsafe {
                 if target.is_none_or(|t| (*sdev).id == t) {
                     bindings::scsi_rescan_device(sdev);
                 }
             }
+        });
+    }
+
+    /// Runs `f` on each device of the host, holding a reference on it
+    /// during the call.
+    fn for_each_device(&self, mut f: impl FnMut(*mut bindings::scsi_device)) {
+        let mut sdev = core::ptr::null_mut();
+        loop {
+            // SAFETY: The host is live (type invariant); the iterator takes a
+            // reference on the device it returns and puts the one it is given.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
+            if sdev.is_null() {
+                break;
+            }
+            f(sdev);
         }
     }
 }
