@@ -80,6 +80,13 @@ if { [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; } || [ $((p + f)) -eq 0 ]; then
 fi
 tally "$p" "$f"
 
+step "kernel report filter (tools/testing/selftests/virtio_scsi_rs/reports_test.sh)"
+out=$(tools/testing/selftests/virtio_scsi_rs/reports_test.sh 2>&1)
+echo "$out"
+read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' <<<"$out")
+[ "${p:-0}" -gt 0 ] || f=$((${f:-0} + 1))
+tally "$p" "$f"
+
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
 tap=$(mktemp)
 VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh "${CASES:-}" 2>&1 | tee "$tap"

@@ -80,12 +80,12 @@ fio_done() {
 }
 
 # kstate: "N R" from the kernel log since the start: N the driver's "device
-# reset: its virtqueues work again" lines, R 1 when the kernel reported an
-# oops, BUG or warning (then the loop stops: the guest may not last).
+# reset: its virtqueues work again" lines, R 1 when the kernel made a report
+# (reports.sh; then the loop stops: the guest may not last).
 mark=$(dmesg | wc -l)
 kstate() {
-	dmesg | tail -n +"$((mark + 1))" | awk '/its virtqueues work again/ {n++}
-		/BUG:|Oops|WARNING:|general protection|Call Trace/ {r = 1} END {print n + 0, r + 0}'
+	dmesg | tail -n +"$((mark + 1))" | known_reports | awk -v re="$report_re" '
+		/its virtqueues work again/ {n++} $0 ~ re {r = 1} END {print n + 0, r + 0}'
 }
 r0=$(drv_stat broken_queue_resets) q0=$(queue_submitted)
 fio_start

@@ -32,7 +32,9 @@ fi
 # all for 900 s): it is stopped and, once, started again.
 start_timeout=${VSRS_START_TIMEOUT:-300}
 
-n=0 pass=0 fail=0
+n=0 pass=0 fail=0 known=0
+# The kernel's report of a bug not this driver's (reports.sh): counted apart.
+. "$here/reports.sh"
 result() { # STATUS DESC
 	n=$((n + 1))
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
@@ -54,6 +56,7 @@ take_results() {
 		case $line in
 		"ok - "*) result ok "$1: ${line#ok - }"; results=$((results + 1)) ;;
 		"not ok - "*) result fail "$1: ${line#not ok - }"; results=$((results + 1)) ;;
+		"# $known_report_line") known=$((known + 1)); echo "$line" ;;
 		"#"*) echo "$line" ;;
 		esac
 	done <"$2"
@@ -293,13 +296,11 @@ guest "reset under load virtio_scsi_rs" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_BREAKS:-200}" reset_load.sh
 
 # --- issue 15: lifecycle races (races.sh), with the test device ----------------
-# The kernel reports lib.sh's no_kernel_reports looks for, and a panic.
-report_re='WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call Trace|Kernel panic'
 # post_poweroff KLOG STATUS: the guest powered itself off (not stopped by the
 # timeout) and its console shows no report after the power-off began; prints
 # what the console showed from there.
 post_poweroff() {
-	local after
+	local after report
 	after=$(sed -n '/vsrs-test: power off/,$p' "$1" | tail -n +2 | grep -av 'vsrs-tap: ' | tr -d '\r')
 	if ! grep -aq 'vsrs-test: power off' "$1"; then
 		echo "not ok - the power-off began (no \"vsrs-test: power off\" on the console)"
@@ -310,11 +311,11 @@ post_poweroff() {
 	else
 		echo "ok - the guest powered itself off (status $2)"
 	fi
-	if grep -aq -E "$report_re" <<<"$after"; then
-		echo "not ok - console after the power-off began: no WARN, BUG, Oops, KASAN, lockdep or hung-task report"
-		grep -a -m1 -B10 -A40 -E "$report_re" <<<"$after" | sed 's/^/# /'
-	else
+	if report=$(kernel_report 1 <<<"$after"); then
 		echo "ok - console after the power-off began: no WARN, BUG, Oops, KASAN, lockdep or hung-task report"
+	else
+		echo "not ok - console after the power-off began: no WARN, BUG, Oops, KASAN, lockdep or hung-task report"
+		sed 's/^/# /' <<<"$report"
 	fi
 	echo "# console after the power-off began: $(grep -ac . <<<"$after") lines, $(grep -ac 'I/O error' <<<"$after") of them I/O errors (the first 40 lines):"
 	head -n 40 <<<"$after" | sed 's/^/# console: /'
@@ -330,5 +331,6 @@ guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during r
 	"$races --testdev-qemu num_queues=1" "VSRS_RACE=freeze" races.sh
 
 echo "1..$n"
+[ "$known" -eq 0 ] || echo "# known kernel reports counted apart (not failures): $known"
 echo "# selftests: $pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$n" -gt 0 ]

@@ -131,7 +131,7 @@ else
 fi
 
 if is_c; then
-	new_dmesg | grep -E 'WARNING|BUG|Call Trace' | head -n 5 | sed 's/^/C driver kernel report: /' | diag
+	new_dmesg | known_reports | grep -E "$report_re" | head -n 5 | sed 's/^/C driver kernel report: /' | diag
 else
 	check "no kernel warnings, oopses or lockdep reports" no_kernel_reports
 	check "kmemleak: no leak" kmemleak_clean
