@@ -9,6 +9,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 cd "$top" || exit 1
+# shellcheck source=tools/kernel.env
+. "$here/kernel.env"
 
 pass=0 fail=0
 tally() { # PASSED FAILED
@@ -31,7 +33,7 @@ echo "kernel: $kdir ($(( $(date +%s) - start )) s)"
 cargo_tests() {
 	local out p f
 	step "host unit tests (cargo test, $1/)"
-	out=$(cd "$1" && nice cargo test --quiet 2>&1)
+	out=$(cd "$1" && CARGO_TARGET_DIR=$(cargo_target_dir .) nice cargo test --quiet 2>&1)
 	echo "$out" | tail -n 30
 	read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
 		awk '{p += $1; f += $2} END {print p + 0, f + 0}')
