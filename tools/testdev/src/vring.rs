@@ -113,7 +113,17 @@ impl VringT<Mem> for Vring {
     }
 
     fn set_call(&self, file: Option<File>) {
-        self.0.set_call(file)
+        let signal = file.is_some();
+        self.0.set_call(file);
+        // QEMU sends VHOST_USER_SET_VRING_CALL after the queue's kick and
+        // enable: what the device used in between (events waiting since
+        // before the start fill the buffers the driver posts at DRIVER_OK)
+        // was signalled to no file descriptor, and a driver that refills its
+        // buffers from the interrupt would wait for good. The new descriptor
+        // is signalled once; a spurious interrupt is harmless.
+        if signal {
+            let _ = self.0.signal_used_queue();
+        }
     }
 
     fn set_err(&self, file: Option<File>) {
@@ -127,17 +137,35 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+    /// A second descriptor of `fd`, as QEMU would pass one.
+    fn copy_of(fd: &EventFd) -> File {
+        // SAFETY: dup(2) of our own open eventfd returns a new descriptor
+        // (checked below) that nothing else owns: the File owns it.
+        let copy = unsafe { libc_dup(fd.as_raw_fd()) };
+        assert!(copy >= 0, "dup failed");
+        // SAFETY: see above.
+        unsafe { File::from_raw_fd(copy) }
+    }
+
     #[test]
     fn enabling_a_queue_kicks_it() {
         let v = Vring::new(GuestMemoryAtomic::new(GuestMemoryMmap::new()), 16).unwrap();
         let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-        // SAFETY: dup(2) of our own open eventfd; the File owns the copy.
-        let copy = unsafe { File::from_raw_fd(libc_dup(kick.as_raw_fd())) };
-        v.set_kick(Some(copy));
+        v.set_kick(Some(copy_of(&kick)));
         v.set_enabled(false);
         assert!(kick.read().is_err(), "disabling must not kick");
         v.set_enabled(true);
         assert_eq!(kick.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_new_call_descriptor_is_signalled() {
+        let v = Vring::new(GuestMemoryAtomic::new(GuestMemoryMmap::new()), 16).unwrap();
+        let call = EventFd::new(EFD_NONBLOCK).unwrap();
+        v.set_call(Some(copy_of(&call)));
+        assert_eq!(call.read().unwrap(), 1);
+        v.set_call(None);
+        assert!(call.read().is_err(), "removing the descriptor must not signal");
     }
 
     extern "C" {
