@@ -165,7 +165,7 @@ mod tests {
         v.set_call(Some(copy_of(&call)));
         assert_eq!(call.read().unwrap(), 1);
         v.set_call(None);
-        assert!(call.read().is_err(), "removing the descriptor must not signal");
+        assert!(call.read().is_err(), "a removal must not signal");
     }
 
     extern "C" {
