@@ -14,6 +14,10 @@ DEBS=(
 	"libclang${LLVM_SUFFIX}-dev" "clang${LLVM_SUFFIX}" "lld${LLVM_SUFFIX}" "llvm${LLVM_SUFFIX}"
 	qemu-system-x86 qemu-utils udev fio sg3-utils lsscsi busybox-static python3-pip
 	python3-matplotlib
+	# A real SCSI target for the passthrough tests (tgtd over iSCSI on
+	# loopback, reached by QEMU's libiscsi driver), what the guest burns and
+	# tapes with, and iscsi-perf for the host's own reference numbers.
+	tgt qemu-block-extra libiscsi-bin dvd+rw-tools genisoimage mt-st
 )
 
 missing=()
