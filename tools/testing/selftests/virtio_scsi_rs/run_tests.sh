@@ -40,6 +40,13 @@ result() { # STATUS DESC
 	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
 }
 
+# host_check DESC COMMAND...: one result line from COMMAND's status.
+host_check() {
+	local desc=$1
+	shift
+	if "$@"; then result ok "$desc"; else result fail "$desc"; fi
+}
+
 # show_logs N: the last N lines of a guest's own output (result lines left
 # out), of its kernel console and of the test device's log, as diagnostics.
 show_logs() {
@@ -141,7 +148,9 @@ guest() {
 }
 
 img_dir=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
-trap 'rm -rf "$img_dir"' EXIT
+# An iSCSI target of the passthrough cases (tgt_dir) still running is stopped.
+tgt_dir=
+trap '[ -z "$tgt_dir" ] || "$top/tools/tgt-target.sh" stop "$tgt_dir"; rm -rf "$img_dir"' EXIT
 
 # QEMU options for a file-backed disk (serial vsrs-ID) and a null-co one.
 hd_file() { # ID BUS TARGET LUN SIZE
@@ -329,6 +338,53 @@ guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$rac
 # frozen, its console device too): the guest gets less time than the others.
 guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during recovery virtio_scsi_rs" \
 	"$races --testdev-qemu num_queues=1" "VSRS_RACE=freeze" races.sh
+
+# --- issue 16: a real SCSI target passed through (tgt over iSCSI) --------------
+# tools/tgt-target.sh serves a disk (LUN 1), a tape (2) and a blank DVD+R (3)
+# from a tgtd of its own on loopback; QEMU's libiscsi driver reaches each LUN
+# in a session of its own: on vs0 the disk and the DVD writer (scsi-block)
+# and the tape (scsi-generic: scsi-block refuses tape), on vs1 the disk once
+# more under a second initiator name, for the reservation conflict. A fresh
+# target for each driver (a DVD+R is burnt once). The ISO is made here: the
+# guest sees the host's /tmp.
+pt_ini=iqn.2026-12.invalid.vsrs:guest
+passthrough() { # DRIVER NAME
+	local name="passthrough $2" target portal iqn b opts
+	selected "$name" || return 0
+	tgt_dir=$img_dir/tgt-$1
+	if ! target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$pt_ini-a" "$pt_ini-b" 2>"$img_dir/tgt.err"); then
+		result fail "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
+		sed 's/^/# /' "$img_dir/tgt.err"
+		tgt_dir=
+		return 0
+	fi
+	result ok "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
+	echo "# $name: iSCSI target $target"
+	if [ ! -f "$img_dir/burn.iso" ]; then
+		mkdir -p "$img_dir/iso"
+		head -c 3M /dev/urandom >"$img_dir/iso/random.bin"
+		genisoimage -quiet -r -V VSRS -o "$img_dir/burn.iso" "$img_dir/iso"
+	fi
+	read -r portal iqn <<<"$target"
+	b="driver=iscsi,transport=tcp,portal=$portal,target=$iqn"
+	opts="-device virtio-scsi-pci,id=vs0 -device virtio-scsi-pci,id=vs1"
+	opts+=" -blockdev $b,lun=1,initiator-name=$pt_ini-a,node-name=pda -device scsi-block,bus=vs0.0,scsi-id=0,lun=1,drive=pda"
+	opts+=" -blockdev $b,lun=2,initiator-name=$pt_ini-a,node-name=pt -device scsi-generic,bus=vs0.0,scsi-id=0,lun=2,drive=pt"
+	opts+=" -blockdev $b,lun=3,initiator-name=$pt_ini-a,node-name=pcd -device scsi-block,bus=vs0.0,scsi-id=0,lun=3,drive=pcd"
+	opts+=" -blockdev $b,lun=1,initiator-name=$pt_ini-b,node-name=pdb -device scsi-block,bus=vs1.0,scsi-id=0,lun=1,drive=pdb"
+	rm -f "$img_dir/pt-pattern"
+	guest "$name" "--no-default-disks --rwdir $img_dir --qemu '$opts'" \
+		"VSRS_DRIVER=$1 VSRS_ISO=$img_dir/burn.iso VSRS_PATTERN=$img_dir/pt-pattern" passthrough.sh
+	# What the guest wrote, in the target's own files.
+	host_check "$name: the host reads back in the target's disk.img what the guest wrote" \
+		cmp -s -n 4194304 "$img_dir/pt-pattern" "$tgt_dir/disk.img"
+	host_check "$name: the target's dvd.img holds the ISO the guest burnt" \
+		cmp -s -n "$(stat -c %s "$img_dir/burn.iso")" "$img_dir/burn.iso" "$tgt_dir/dvd.img"
+	"$top/tools/tgt-target.sh" stop "$tgt_dir"
+	tgt_dir=
+}
+passthrough rs virtio_scsi_rs
+passthrough c "C driver"
 
 echo "1..$n"
 [ "$known" -eq 0 ] || echo "# known kernel reports counted apart (not failures): $known"
