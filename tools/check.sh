@@ -86,7 +86,9 @@ step "kernel report filter (tools/testing/selftests/virtio_scsi_rs/reports_test.
 out=$(tools/testing/selftests/virtio_scsi_rs/reports_test.sh 2>&1)
 echo "$out"
 read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' <<<"$out")
-[ "${p:-0}" -gt 0 ] || f=$((${f:-0} + 1))
+# No summary line (the test did not run to its end) is a failure.
+p=${p:-0} f=${f:-0}
+[ "$p" -gt 0 ] || f=$((f + 1))
 tally "$p" "$f"
 
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
