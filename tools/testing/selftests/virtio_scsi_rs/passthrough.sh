@@ -18,13 +18,9 @@ check "load $MOD" load
 
 # H:C:T:L of the driver's SCSI devices whose INQUIRY product is $1.
 by_model() {
-	local h d m
-	for h in $(vsrs_hosts); do
-		for d in /sys/bus/scsi/devices/"$h":*; do
-			[ -e "$d/model" ] || continue
-			read -r m <"$d/model"
-			[ "$m" = "$1" ] && echo "${d##*/}"
-		done
+	local addr m
+	vsrs_devices | while read -r addr _; do
+		read -r m <"/sys/bus/scsi/devices/$addr/model" && [ "$m" = "$1" ] && echo "$addr"
 	done
 	return 0
 }
