@@ -31,8 +31,18 @@ unsafe impl Backend for IrqSaveBackend {
     }
 
     unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
+        // Without PREEMPT_RT or inlined lock functions, `spin_lock_irqsave`
+        // is a call of the exported `_raw_spin_lock_irqsave` on the lock's
+        // `raw_spinlock_t`: made directly, without a shim in between.
+        #[cfg(not(any(CONFIG_PREEMPT_RT, CONFIG_INLINE_SPIN_LOCK_IRQSAVE)))]
         // SAFETY: The caller guarantees `ptr` points to an initialised lock.
-        unsafe { bindings::vsrs_spin_lock_irqsave(ptr) }
+        // Without PREEMPT_RT a `spinlock_t` is a union whose first member is
+        // its `raw_spinlock_t` (`rlock`), the pointer `spinlock_check` gives.
+        let flags = unsafe { bindings::_raw_spin_lock_irqsave(raw(ptr)) };
+        #[cfg(any(CONFIG_PREEMPT_RT, CONFIG_INLINE_SPIN_LOCK_IRQSAVE))]
+        // SAFETY: The caller guarantees `ptr` points to an initialised lock.
+        let flags = unsafe { bindings::vsrs_spin_lock_irqsave(ptr) };
+        flags as usize
     }
 
     unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
@@ -42,12 +52,38 @@ unsafe impl Backend for IrqSaveBackend {
     }
 
     unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
+        #[cfg(not(any(CONFIG_PREEMPT_RT, CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)))]
+        // SAFETY: The caller owns the lock, taken by `lock`, which returned
+        // `flags`; `raw` as in `lock`.
+        unsafe {
+            bindings::_raw_spin_unlock_irqrestore(raw(ptr), *flags as kernel::ffi::c_ulong)
+        };
+        #[cfg(any(CONFIG_PREEMPT_RT, CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE))]
         // SAFETY: The caller owns the lock, taken by `lock`, which returned `flags`.
-        unsafe { bindings::vsrs_spin_unlock_irqrestore(ptr, *flags) }
+        unsafe {
+            bindings::vsrs_spin_unlock_irqrestore(ptr, *flags)
+        };
     }
 
     unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // Every guard asserts its lock: a call that does nothing without
+        // lockdep is not made then.
+        #[cfg(CONFIG_LOCKDEP)]
         // SAFETY: The caller guarantees `ptr` points to an initialised lock.
-        unsafe { bindings::spin_assert_is_held(ptr) }
+        unsafe {
+            bindings::spin_assert_is_held(ptr)
+        };
+        #[cfg(not(CONFIG_LOCKDEP))]
+        let _ = ptr;
     }
+}
+
+/// The `raw_spinlock_t` of a `spinlock_t` (`spinlock_check`): its first
+/// member without PREEMPT_RT. Pointer arithmetic only.
+#[cfg(not(any(
+    CONFIG_PREEMPT_RT,
+    all(CONFIG_INLINE_SPIN_LOCK_IRQSAVE, CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
+)))]
+fn raw(ptr: *mut bindings::spinlock_t) -> *mut bindings::raw_spinlock_t {
+    ptr.cast()
 }
