@@ -6,7 +6,7 @@
 //! own such buffers.
 
 use crate::bindings;
-use core::{cell::UnsafeCell, ffi::c_void, marker::PhantomData, ptr::NonNull};
+use core::{cell::UnsafeCell, ffi::c_void, marker::PhantomData, mem::MaybeUninit, ptr::NonNull};
 
 /// Bytes a device may read or write at any time by DMA.
 ///
@@ -25,21 +25,36 @@ unsafe impl<const N: usize> Sync for DmaBytes<N> {}
 unsafe impl<const N: usize> pin_init::Zeroable for DmaBytes<N> {}
 
 impl<const N: usize> DmaBytes<N> {
-    /// A copy of the bytes as they are now.
-    pub(crate) fn read(&self) -> [u8; N] {
-        // SAFETY: The pointer is valid and aligned for `[u8; N]` (it comes
-        // from `&self`); any bytes are a valid value (type documentation).
-        unsafe { self.0.get().read_volatile() }
+    /// A copy of the first `M` bytes as they are now (`M <= N`, checked at
+    /// build time).
+    pub(crate) fn read_head<const M: usize>(&self) -> [u8; M] {
+        const { assert!(M <= N) };
+        // SAFETY: The first `M <= N` bytes are inside the array `&self`
+        // points to (alignment 1); any bytes are a valid value (type
+        // documentation).
+        unsafe { self.0.get().cast::<[u8; M]>().read_volatile() }
     }
 
-    /// Replaces the bytes with `bytes` (at most `N`), the rest zero.
-    pub(crate) fn write(&self, bytes: &[u8]) {
-        let mut a = [0u8; N];
-        let n = bytes.len().min(N);
-        a[..n].copy_from_slice(&bytes[..n]);
-        // SAFETY: The pointer is valid and aligned for `[u8; N]` (it comes
-        // from `&self`); one volatile store of the whole array.
-        unsafe { self.0.get().write_volatile(a) };
+    /// Copies the bytes from `offset` on as they are now into `out`, as many
+    /// as both have room for; returns how many.
+    pub(crate) fn read_at(&self, offset: usize, out: &mut [u8]) -> usize {
+        let n = out.len().min(N.saturating_sub(offset));
+        let base = self.0.get().cast::<u8>();
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            // SAFETY: `offset + i < N`: a byte of the array `&self` points
+            // to, read once.
+            *o = unsafe { base.add(offset + i).read_volatile() };
+        }
+        n
+    }
+
+    /// Replaces the first `M` bytes with `bytes` (`M <= N`, checked at
+    /// build time); the rest stay as they are.
+    pub(crate) fn write_head<const M: usize>(&self, bytes: &[u8; M]) {
+        const { assert!(M <= N) };
+        // SAFETY: The first `M <= N` bytes are inside the array `&self`
+        // points to (alignment 1); one volatile store of them.
+        unsafe { self.0.get().cast::<[u8; M]>().write_volatile(*bytes) };
     }
 
     fn as_ptr(&self) -> *mut c_void {
@@ -94,21 +109,15 @@ impl<'a> SgChain<'a> {
     }
 }
 
-/// One piece of a device request: a chain or a single buffer.
-#[derive(Clone, Copy)]
-enum Piece<'a> {
-    Chain(SgChain<'a>),
-    One(*mut c_void, u32, PhantomData<&'a ()>),
-}
-
 /// The buffers of one device request, in the order the device takes them:
-/// every device-readable piece before every device-writable one.
+/// every device-readable piece before every device-writable one. Kept as
+/// raw pointers from the start (a chain or a single buffer each), borrowed
+/// for `'a` until [`Sgs::lower`] lets the borrow go.
 pub(crate) struct Sgs<'a> {
-    pieces: [Option<Piece<'a>>; Sgs::MAX],
-    out: usize,
-    inn: usize,
+    raw: RawSgs,
     /// A piece was refused (too many, or readable after writable).
     bad: bool,
+    _life: PhantomData<&'a ()>,
 }
 
 impl<'a> Sgs<'a> {
@@ -117,69 +126,60 @@ impl<'a> Sgs<'a> {
 
     pub(crate) fn new() -> Self {
         Self {
-            pieces: [None; Self::MAX],
-            out: 0,
-            inn: 0,
+            raw: RawSgs {
+                pieces: [RawPiece::Chain(core::ptr::null_mut()); Self::MAX],
+                n: 0,
+                out: 0,
+                inn: 0,
+            },
             bad: false,
+            _life: PhantomData,
         }
     }
 
-    fn push(&mut self, p: Piece<'a>, readable: bool) {
-        let n = self.out + self.inn;
-        if n >= Self::MAX || (readable && self.inn > 0) {
+    fn push(&mut self, p: RawPiece, readable: bool) {
+        let r = &mut self.raw;
+        if r.n >= Self::MAX || (readable && r.inn > 0) {
             self.bad = true;
             return;
         }
-        self.pieces[n] = Some(p);
+        r.pieces[r.n] = p;
+        r.n += 1;
         if readable {
-            self.out += 1;
+            r.out += 1;
         } else {
-            self.inn += 1;
+            r.inn += 1;
         }
     }
 
     /// The first `len` bytes (at most `N`) of `b`, for the device to read.
     pub(crate) fn readable<const N: usize>(&mut self, b: &'a DmaBytes<N>, len: usize) {
-        self.push(Piece::One(b.as_ptr(), len.min(N) as u32, PhantomData), true);
+        self.push(RawPiece::One(b.as_ptr(), len.min(N) as u32), true);
     }
 
     /// `b`, for the device to write.
     pub(crate) fn writable<const N: usize>(&mut self, b: &'a DmaBytes<N>) {
-        self.push(Piece::One(b.as_ptr(), N as u32, PhantomData), false);
+        self.push(RawPiece::One(b.as_ptr(), N as u32), false);
     }
 
     /// A chain for the device to read.
     pub(crate) fn readable_chain(&mut self, c: SgChain<'a>) {
-        self.push(Piece::Chain(c), true);
+        self.push(RawPiece::Chain(c.as_raw()), true);
     }
 
     /// A chain for the device to write.
     pub(crate) fn writable_chain(&mut self, c: SgChain<'a>) {
-        self.push(Piece::Chain(c), false);
+        self.push(RawPiece::Chain(c.as_raw()), false);
     }
 
     /// The pieces without their borrow, for the queue to use once the owner
     /// of what they describe has been given away. `EINVAL` if a piece was
     /// refused or there is none.
-    pub(crate) fn lower(&self) -> kernel::error::Result<RawSgs> {
-        let n = self.out + self.inn;
-        if self.bad || n == 0 {
+    pub(crate) fn lower(self) -> kernel::error::Result<RawSgs> {
+        if self.bad || self.raw.n == 0 {
             return Err(kernel::error::code::EINVAL);
         }
-        let mut pieces = [RawPiece::Chain(core::ptr::null_mut()); Self::MAX];
-        for (raw, p) in pieces.iter_mut().zip(&self.pieces[..n]) {
-            *raw = match p {
-                Some(Piece::Chain(c)) => RawPiece::Chain(c.as_raw()),
-                Some(Piece::One(ptr, len, _)) => RawPiece::One(*ptr, *len),
-                None => return Err(kernel::error::code::EINVAL),
-            };
-        }
-        Ok(RawSgs {
-            pieces,
-            n,
-            out: self.out as u32,
-            inn: self.inn as u32,
-        })
+        Ok(self.raw)
     }
 }
 
@@ -205,16 +205,19 @@ impl RawSgs {
         &self,
         f: impl FnOnce(&mut [*mut bindings::scatterlist], u32, u32) -> R,
     ) -> R {
-        let mut ones: [bindings::scatterlist; Sgs::MAX] = pin_init::zeroed();
+        // Only the entries used are initialised, by `sg_init_one`.
+        let mut ones = [const { MaybeUninit::<bindings::scatterlist>::uninit() }; Sgs::MAX];
         let mut lists = [core::ptr::null_mut(); Sgs::MAX];
         for (i, p) in self.pieces[..self.n].iter().enumerate() {
             lists[i] = match *p {
                 RawPiece::Chain(c) => c,
                 RawPiece::One(ptr, len) => {
-                    // SAFETY: `ones[i]` is a valid scatterlist to initialise;
-                    // it only records `ptr` and `len`.
-                    unsafe { bindings::sg_init_one(&mut ones[i], ptr, len) };
-                    &raw mut ones[i]
+                    let sg = ones[i].as_mut_ptr();
+                    // SAFETY: `sg` is valid for writes of one scatterlist,
+                    // which `sg_init_one` initialises whole (it clears the
+                    // entry before setting it) to record `ptr` and `len`.
+                    unsafe { bindings::sg_init_one(sg, ptr, len) };
+                    sg
                 }
             };
         }

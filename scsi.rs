@@ -519,6 +519,22 @@ impl<T: Operations> Command<T> {
         unsafe { unique_tag(self.raw()) }
     }
 
+    /// Block-layer tag within its hardware queue (bits 15..0 of
+    /// [`Command::unique_tag`]), read without a call.
+    pub(crate) fn tag(&self) -> u32 {
+        // SAFETY: The request precedes the live command; blk-mq set its tag
+        // (a non-negative index into the queue's tags) before dispatching it.
+        (unsafe { (*cmd_to_rq(self.raw())).tag }) as u32 & 0xffff
+    }
+
+    /// The CDB buffer: the CDB's `cmd_len` bytes, then zeroes (the midlayer
+    /// clears it before building a command).
+    pub(crate) fn cdb_buf(&self) -> &[u8; 32] {
+        // SAFETY: The command is live; `cmnd` is an array in it, not written
+        // while the driver owns the command.
+        unsafe { &(*self.raw()).cmnd }
+    }
+
     /// The CDB.
     pub(crate) fn cdb(&self) -> &[u8] {
         // SAFETY: The command is live; `cmnd` is an array in it, not written

@@ -391,7 +391,7 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
             // The lists describe memory valid while the token is on the ring
             // (`dma::Owned`); the C code reads them during the call only.
             // SAFETY: The queue is live, `&mut self` serialises ring ops.
-            to_result(unsafe {
+            unsafe {
                 bindings::virtqueue_add_sgs(
                     vq,
                     lists.as_mut_ptr(),
@@ -400,11 +400,14 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
                     raw.as_ptr(),
                     bindings::GFP_ATOMIC,
                 )
-            })
+            }
         });
+        if ret == 0 {
+            return Ok(());
+        }
         // SAFETY: On failure the ring did not take `raw`, which came from
         // `into_raw` just above.
-        ret.map_err(|e| (unsafe { Tok::from_raw(raw) }, e))
+        to_result(ret).map_err(|e| (unsafe { Tok::from_raw(raw) }, e))
     }
 
     /// Takes the next used buffer: its token and the length the device claims

@@ -64,13 +64,25 @@ fn set_key(inflight: &mut [u64], tag: u32, key: u64) -> bool {
 /// counts it in `stats` if the table did not have it (a command completed
 /// twice, or never submitted: the debug counter the tests read).
 fn returned(inflight: &mut [u64], cmd: &Cmd, stats: &QueueStats) {
-    let slot = inflight.get_mut((cmd.unique_tag() & 0xffff) as usize);
+    let slot = inflight.get_mut(cmd.tag() as usize);
     match slot {
         Some(k) if *k != FREE => *k = FREE,
         _ => {
             stats.untracked.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// Completes `cmd` with `result`, `resid` and the first `sense_len` sense
+/// bytes of its response (at most the sense field), read once.
+#[cold]
+fn complete_with_sense(cmd: Cmd, result: u32, resid: u32, sense_len: usize) {
+    let mut sense = [0u8; wire::SENSE_SIZE];
+    let n = match sense.get_mut(..sense_len) {
+        Some(s) => cmd.private().resp.read_at(cmd::RESP_HEADER_SIZE, s),
+        None => 0,
+    };
+    cmd.complete(result, resid, &sense[..n]);
 }
 
 /// One request virtqueue and its lock (taken with interrupts off: the
@@ -160,15 +172,13 @@ fn describe<'b>(c: &'b Cmd, s: &mut Sgs<'b>, req_len: usize) {
 }
 
 impl Shared {
-    /// Encodes the request header of `cmd` into its private area; returns its
-    /// length, or the host byte to fail the command with.
-    fn encode(&self, cmd: &Cmd) -> Result<usize, u8> {
-        let lun = cmd::encode_lun(cmd.target(), cmd.lun()).ok_or(host_byte::DID_BAD_TARGET)?;
-        let mut hdr = [0u8; wire::CMD_REQ_SIZE];
+    /// Encodes the request header of `cmd`, for target and LUN `addr` with
+    /// block-layer tag `tag`, into its private area; returns its length, or
+    /// the host byte to fail the command with.
+    fn encode(&self, cmd: &Cmd, (target, lun): (u32, u64), tag: u32) -> Result<usize, u8> {
+        let lun = cmd::encode_lun(target, lun).ok_or(host_byte::DID_BAD_TARGET)?;
         let prio = cmd::sam_priority(cmd.ioprio());
-        let tag = u64::from(cmd.unique_tag());
-        cmd::encode_cmd_req(&mut hdr, lun, tag, TaskAttr::Simple, prio, cmd.cdb())
-            .map_err(|_| host_byte::DID_ERROR)?;
+        let hdr = cmd::encode_cmd_req(lun, u64::from(tag), TaskAttr::Simple, prio, cmd.cdb_buf());
         // With T10 PI negotiated every command carries the PI header.
         if self.t10_pi {
             let n = cmd.integrity().map_or(0, |i| {
@@ -179,10 +189,12 @@ impl Shared {
                 DataDir::FromDevice => PiBytes { out: 0, inn: n },
                 _ => PiBytes { out: 0, inn: 0 },
             };
-            cmd.private().req.write(&cmd::encode_cmd_req_pi(&hdr, pi));
+            cmd.private()
+                .req
+                .write_head(&cmd::encode_cmd_req_pi(&hdr, pi));
             Ok(wire::CMD_REQ_PI_SIZE)
         } else {
-            cmd.private().req.write(&hdr);
+            cmd.private().req.write_head(&hdr);
             Ok(wire::CMD_REQ_SIZE)
         }
     }
@@ -200,14 +212,15 @@ impl Shared {
             self.refuse_bidi(cmd);
             return Ok(());
         }
-        let req_len = match self.encode(&cmd) {
+        let addr = (cmd.target(), cmd.lun());
+        let req_len = match self.encode(&cmd, addr, tag) {
             Ok(n) => n,
             Err(host) => {
                 cmd.complete(u32::from(host) << 16, 0, &[]);
                 return Ok(());
             }
         };
-        let (last, key) = (cmd.is_last(), lun_key(cmd.target(), cmd.lun()));
+        let (last, key) = (cmd.is_last(), lun_key(addr.0, addr.1));
         let mut g = q.state.lock();
         let ReqState { vq, inflight } = &mut *g;
         let Some(vq) = vq.as_mut() else {
@@ -364,26 +377,38 @@ impl Shared {
     }
 
     /// Checks the device's answer to `cmd` and hands the command back.
+    #[inline]
     fn finish(&self, q: &RequestQueue, cmd: Cmd, used_len: u32) {
-        let resp = cmd.private().resp.read();
+        // The header once; the sense bytes after it only as many as it says.
+        let resp = &cmd.private().resp;
+        let hdr = resp.read_head::<{ cmd::RESP_HEADER_SIZE }>();
         let transfer_len = cmd.transfer_len();
         let pi_len = cmd.integrity().map_or(0, |i| {
             cmd::pi_bytes(i.sectors, i.interval_exp, i.metadata_size)
         });
-        let outcome = cmd::decode_cmd_resp(&resp, used_len, transfer_len, pi_len);
+        let outcome = cmd::decode_cmd_resp(&hdr, used_len, transfer_len, pi_len);
         match outcome {
             Outcome::Done {
                 sense_len, resid, ..
             } => {
-                let sense = &resp[cmd::RESP_HEADER_SIZE..cmd::RESP_HEADER_SIZE + sense_len];
-                cmd.complete(outcome.scsi_result(), resid, sense);
+                if sense_len == 0 {
+                    cmd.complete(outcome.scsi_result(), resid, &[]);
+                } else {
+                    complete_with_sense(cmd, outcome.scsi_result(), resid, sense_len);
+                }
             }
-            Outcome::Invalid(v) => {
-                q.stats.device_errors.fetch_add(1, Relaxed);
-                self.log_violation(v);
-                cmd.complete(outcome.scsi_result(), transfer_len, &[]);
-            }
+            Outcome::Invalid(v) => self.invalid(q, cmd, v),
         }
+    }
+
+    /// A command the device answered against the protocol: counted, logged
+    /// (rate-limited) and failed.
+    #[cold]
+    fn invalid(&self, q: &RequestQueue, cmd: Cmd, v: cmd::Violation) {
+        q.stats.device_errors.fetch_add(1, Relaxed);
+        self.log_violation(v);
+        let len = cmd.transfer_len();
+        cmd.complete(Outcome::Invalid(v).scsi_result(), len, &[]);
     }
 
     /// Logs a device protocol violation: the first ten, then one in a

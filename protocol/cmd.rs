@@ -62,31 +62,24 @@ pub fn sam_priority(ioprio: u16) -> u8 {
     }
 }
 
-/// A CDB longer than the request header carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CdbTooLong(pub usize);
-
-/// Writes `struct virtio_scsi_cmd_req` into `buf`.
+/// `struct virtio_scsi_cmd_req` for a command whose CDB buffer is `cdb`:
+/// the command's bytes, then zeroes (the midlayer's buffer is the same size
+/// as the header's field, cleared before each command is built).
 pub fn encode_cmd_req(
-    buf: &mut [u8; CMD_REQ_SIZE],
     lun: [u8; 8],
     tag: u64,
     attr: TaskAttr,
     prio: u8,
-    cdb: &[u8],
-) -> Result<(), CdbTooLong> {
-    if cdb.len() > CDB_SIZE {
-        return Err(CdbTooLong(cdb.len()));
-    }
+    cdb: &[u8; CDB_SIZE],
+) -> [u8; CMD_REQ_SIZE] {
+    let mut buf = [0u8; CMD_REQ_SIZE];
     buf[0..8].copy_from_slice(&lun);
     buf[8..16].copy_from_slice(&tag.to_le_bytes());
     buf[16] = attr as u8;
     buf[17] = prio;
     buf[18] = 0; // crn
-    let (used, rest) = buf[19..].split_at_mut(cdb.len());
-    used.copy_from_slice(cdb);
-    rest.fill(0);
-    Ok(())
+    buf[19..].copy_from_slice(cdb);
+    buf
 }
 
 /// Bytes of protection information (T10 PI) a command carries, each way.
@@ -302,17 +295,21 @@ impl Outcome {
     }
 }
 
-/// Decodes `struct virtio_scsi_cmd_resp` as the device left it.
+/// Decodes the header of `struct virtio_scsi_cmd_resp` (its first
+/// [`RESP_HEADER_SIZE`] bytes) as the device left it; the sense bytes after
+/// it, `sense_len` of them when the answer is `Done`, are the caller's to
+/// read.
 ///
 /// `used_len` is what the device reported writing, `transfer_len` the bytes
 /// the command was to move and `pi_len` its protection information bytes.
 /// The used length must cover the response header and must not exceed every
 /// buffer of the command but the request header: QEMU reports the response
 /// plus the data buffers whichever way the data went (for a WRITE, bytes it
-/// read, not wrote), so a tighter bound would fail good writes. Nothing is
-/// read past the fixed-size response whatever the device says.
+/// read, not wrote), so a tighter bound would fail good writes. A `Done`
+/// answer's `sense_len` fits the fixed-size response whatever the device
+/// says.
 pub fn decode_cmd_resp(
-    resp: &[u8; CMD_RESP_SIZE],
+    resp: &[u8; RESP_HEADER_SIZE],
     used_len: u32,
     transfer_len: u32,
     pi_len: u32,
@@ -380,53 +377,48 @@ mod tests {
         assert_eq!(encode_lun(0, u64::MAX), None);
     }
 
+    /// A CDB buffer as the midlayer hands it over: `cdb`, then zeroes.
+    fn cdb_buf(cdb: &[u8]) -> [u8; CDB_SIZE] {
+        let mut b = [0u8; CDB_SIZE];
+        b[..cdb.len()].copy_from_slice(cdb);
+        b
+    }
+
     #[test]
     fn request_header_layout() {
-        let mut buf = [0xaau8; CMD_REQ_SIZE];
         let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
-        encode_cmd_req(
-            &mut buf,
+        let buf = encode_cmd_req(
             [1, 2, 0x40, 3, 0, 0, 0, 0],
             0x0102_0304_0506_0708,
             TaskAttr::Simple,
             5,
-            &cdb,
-        )
-        .unwrap();
+            &cdb_buf(&cdb),
+        );
         assert_eq!(&buf[0..8], &[1, 2, 0x40, 3, 0, 0, 0, 0]);
         assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(buf[16..19], [0, 5, 0]);
         assert_eq!(&buf[19..29], &cdb);
         assert!(
             buf[29..].iter().all(|&b| b == 0),
-            "the rest of the CDB is cleared"
+            "the rest of the CDB is zero"
         );
-    }
-
-    #[test]
-    fn long_cdb_is_refused() {
-        let mut buf = [0u8; CMD_REQ_SIZE];
-        let cdb = [0u8; CDB_SIZE + 1];
+        let full = [0xa5; CDB_SIZE];
         assert_eq!(
-            encode_cmd_req(&mut buf, [0; 8], 0, TaskAttr::Simple, 0, &cdb),
-            Err(CdbTooLong(33))
+            &encode_cmd_req([0; 8], 0, TaskAttr::Simple, 0, &full)[19..],
+            &full
         );
-        assert!(encode_cmd_req(&mut buf, [0; 8], 0, TaskAttr::Simple, 0, &[0; CDB_SIZE]).is_ok());
     }
 
     #[test]
     fn pi_header_layout() {
-        let mut plain = [0u8; CMD_REQ_SIZE];
         let cdb = [0x8a, 0x20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0];
-        encode_cmd_req(
-            &mut plain,
+        let plain = encode_cmd_req(
             [1, 0, 0x40, 2, 0, 0, 0, 0],
             77,
             TaskAttr::Simple,
             3,
-            &cdb,
-        )
-        .unwrap();
+            &cdb_buf(&cdb),
+        );
         let b = encode_cmd_req_pi(&plain, PiBytes { out: 64, inn: 0 });
         // lun, tag, task_attr, prio, crn as in the plain header.
         assert_eq!(&b[..19], &plain[..19]);
@@ -475,8 +467,8 @@ mod tests {
         );
     }
 
-    fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; CMD_RESP_SIZE] {
-        let mut r = [0u8; CMD_RESP_SIZE];
+    fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; RESP_HEADER_SIZE] {
+        let mut r = [0u8; RESP_HEADER_SIZE];
         r[0..4].copy_from_slice(&sense_len.to_le_bytes());
         r[4..8].copy_from_slice(&resid.to_le_bytes());
         r[10] = status;

@@ -81,7 +81,7 @@ fn cmd_resp(input: &mut Input<'_>) {
         RESP_HEADER_SIZE as u32
     };
     let used_len = input.num(near);
-    let mut resp = [0u8; CMD_RESP_SIZE];
+    let mut resp = [0u8; RESP_HEADER_SIZE];
     resp[0..4].copy_from_slice(&input.num(SENSE_SIZE as u32).to_le_bytes());
     resp[4..8].copy_from_slice(&input.num(transfer_len).to_le_bytes());
     resp[10] = input.u8();
