@@ -8,6 +8,7 @@
 #                        [--disks 'null file'] [--rws 'randread randwrite']
 #                        [--engines 'io_uring libaio'] [--iodepths '1 32 128']
 #                        [--numjobs '1 N'] [--no-scan] [--trace]
+#                        [--cost [--ios N] [--seed S] [--rows REGEX]]
 #
 # Defaults: the non-debug bench kernel (built into the cache on first use,
 # 30-60 min on 2 cores), 3 rounds, 2 s per fio job after 1 s of ramp, vCPUs 2,
@@ -23,6 +24,15 @@
 # function_graph during a qd1 4k randread (--runtime S, default 5): calls and
 # mean duration in trace.csv (where the time goes when Rust/C < 1.00).
 #
+# --cost runs, instead, guests under QEMU's -icount shift=0,sleep=off,
+# where guest time counts executed instructions: for each row of the null
+# disk's matrix (one job) and each SCSI driver, --rounds times (default 3),
+# fio's CPU time per I/O and the instructions of each submission and
+# completion (guest.sh run_cost, tools/bench/cost.py). --ios N: I/Os per
+# trace (fio's CPU time is of 10 N; default 2000); --seed S: the rows' order
+# (default 1); --rows REGEX: only the rows whose name matches (grep -E). Raw
+# data in raw/cost.jsonl, the table in cost.md (tools/bench/cost_report.py).
+#
 # Output in bench/results/<date>/: raw/ (fio JSON per round and driver, the
 # per-queue counters of virtio_scsi_rs), scan.csv, meta.env, results.md (the
 # table) and iops.png (the plot).
@@ -32,7 +42,7 @@ top=$(cd "$here/../.." && pwd)
 # shellcheck source=tools/kernel.env
 . "$top/tools/kernel.env"
 
-kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0
+kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0 cost=0 ios=2000 seed=1 rows=.
 disks="null file" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
 set_rounds= set_runtime= set_ramp= set_luns=
 while [ $# -gt 0 ]; do
@@ -51,6 +61,10 @@ while [ $# -gt 0 ]; do
 	--numjobs) numjobs=$2; shift 2 ;;
 	--no-scan) scan=0; shift ;;
 	--trace) trace=1; shift ;;
+	--cost) cost=1; shift ;;
+	--ios) ios=$2; shift 2 ;;
+	--seed) seed=$2; shift 2 ;;
+	--rows) rows=$2; shift 2 ;;
 	--smoke) smoke=1; shift ;;
 	*) echo "bench: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
 	esac
@@ -64,6 +78,7 @@ if [ "$smoke" = 1 ]; then
 fi
 numjobs=${numjobs:-"1 $cpus"}
 [ "$trace" = 0 ] || [ -n "$set_runtime" ] || runtime=5
+[ "$cost" = 0 ] || [ -n "$set_rounds" ] || rounds=3
 say() { echo "bench: $*" >&2; }
 
 # --- kernel and module ------------------------------------------------------------
@@ -155,6 +170,8 @@ KO=$out/modules/virtio_scsi_rs.ko
 POLLQ=$pollq
 LUNS=$luns
 RUNTIME=$runtime
+COST_IOS=$ios
+COST_SEED=$seed
 EOT
 
 # --- the guest ----------------------------------------------------------------------
@@ -184,6 +201,66 @@ if [ "$trace" = 1 ]; then
 	grep -E '^(run-guest|bench-guest):' "$out/guest-trace.log" >&2 || true
 	rm -rf "$out/guest.sh" "$out/modules"
 	column -s, -t "$out/trace.csv" 2>/dev/null || cat "$out/trace.csv"
+	exit $status
+fi
+if [ "$cost" = 1 ]; then
+	# The matrix's one-job rows on the null disk (the device costs nothing:
+	# what is counted is the guest's work).
+	for rw in $rws; do
+		for eng in $engines; do
+			for qd in $iodepths; do
+				echo "null-$rw-4k-$eng-qd$qd-j1 --rw=$rw --bs=4k --ioengine=$eng --iodepth=$qd"
+			done
+		done
+	done >"$out/cost-rows.txt"
+	echo "null-read-128k-io_uring-qd32-j1 --rw=read --bs=128k --ioengine=io_uring --iodepth=32" >>"$out/cost-rows.txt"
+	if [ "$pollq" -gt 0 ]; then
+		for qd in $iodepths; do
+			echo "null-randread-4k-io_uring_hipri-qd$qd-j1 --rw=randread --bs=4k --ioengine=io_uring --hipri --iodepth=$qd"
+		done >>"$out/cost-rows.txt"
+	fi
+	grep -E -- "^[^ ]*($rows)" "$out/cost-rows.txt" >"$out/cost-rows.sel" || { say "no row matches $rows"; exit 2; }
+	mv "$out/cost-rows.sel" "$out/cost-rows.txt"
+	: >"$out/raw/cost.jsonl"
+	start=$(date +%s)
+	# Under -icount the vCPUs share one instruction clock: a duration on one
+	# vCPU also counts what the other executed meanwhile. So one vCPU, except
+	# for the polled rows: a poll queue needs a second queue, so a second
+	# vCPU (C caps its queues at the CPUs), which stays idle (fio polls on
+	# CPU 0; the poll queue has no interrupt).
+	for g in 1 2; do
+		if [ "$g" = 1 ]; then
+			grep -v hipri "$out/cost-rows.txt" >"$out/cost-rows-$g.txt" || continue
+			gcpus=1 gpollq=0
+		else
+			grep hipri "$out/cost-rows.txt" >"$out/cost-rows-$g.txt" || continue
+			gcpus=2 gpollq=1
+		fi
+		{ cat "$out/guest.env"; echo "POLLQ=$gpollq"; echo "COST_ROWS=$out/cost-rows-$g.txt"; } >"$out/guest-cost-$g.env"
+		say "cost guest $g (-icount, $gcpus vCPU): $rounds round(s) of $(wc -l <"$out/cost-rows-$g.txt") rows, $ios I/Os per measurement"
+		VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$gcpus" --rwdir "$out" \
+			--qemu "-icount shift=0,sleep=off $q" \
+			-- "$out/guest.sh" "$out/guest-cost-$g.env" cost 2>"$out/guest-cost-$g.log" >&2 || status=1
+		grep -E '^(run-guest|bench-guest):' "$out/guest-cost-$g.log" >&2 || true
+	done
+	rm -rf "$out/guest.sh" "$out/modules"
+	cat >"$out/meta.env" <<EOT
+DATE=$(date +%Y-%m-%d)
+QEMU=$(qemu-system-x86_64 --version | head -n1 | sed 's/^QEMU emulator version //')
+ICOUNT=shift=0,sleep=off
+CPUS=1
+CPUS_POLLED=2
+KERNEL=$(basename "$kdir")
+GUEST_UNAME=$(head -n1 "$out/guest-info.txt" 2>/dev/null | cut -d' ' -f3)
+ROUNDS=$rounds
+COST_IOS=$ios
+COST_SEED=$seed
+FIO=$(fio --version)
+MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff --quiet HEAD -- '*.rs' || echo -dirty)
+COST_GUEST_SECONDS=$(( $(date +%s) - start ))
+EOT
+	/usr/bin/python3 "$here/cost.py" merge "$out" && /usr/bin/python3 "$here/cost_report.py" "$out" || status=1
+	say "table: $out/cost.md"
 	exit $status
 fi
 start=$(date +%s)

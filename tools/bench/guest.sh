@@ -4,9 +4,11 @@
 #   guest.sh CONFIG fio    rounds of the fio matrix, the drivers alternating
 #   guest.sh CONFIG scan   rounds of the many-LUN scan timing, SCSI drivers only
 #   guest.sh CONFIG trace  ftrace of each SCSI driver's submission and completion
+#   guest.sh CONFIG cost   instructions per I/O of each SCSI driver (-icount guest)
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
-# ROUNDS, KO, POLLQ, RUNTIME and, for scan, LUNS. Raw results go to $OUT/raw/.
+# ROUNDS, KO, POLLQ, RUNTIME, for scan LUNS, for cost COST_ROWS, COST_IOS and
+# COST_SEED. Raw results go to $OUT/raw/.
 set -euo pipefail
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
@@ -243,9 +245,69 @@ run_trace() {
 	return $status
 }
 
+# --- instructions per I/O under -icount shift=0 ---------------------------------
+# For each row of $COST_ROWS ("NAME FIO-OPTIONS..."), on the null disk, fio
+# pinned to CPU 0: a warm-up, a run of 10 x COST_IOS I/Os whose fio report
+# gives the job's CPU time, then a function_graph trace of COST_IOS I/Os. The
+# host makes them numbers (cost.py merge): nothing is parsed under TCG.
+# Rounds alternate which driver goes first (ABBA over two rounds); within a
+# round each driver runs the rows in an order drawn from COST_SEED and the
+# round. One JSON line per row, round and driver in $OUT/raw/cost.jsonl.
+cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
+	local r=$1 d=$2 name=$3 t=/sys/kernel/tracing f tr js
+	shift 3
+	local fio=(fio --name="$name" --filename="$DEV_NULL" --direct=1 --size=1g --norandommap
+		--randrepeat=0 --cpus_allowed=0 "$@")
+	"${fio[@]}" --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || return 1
+	js=fio-r$r-$d-$name.json
+	"${fio[@]}" --number_ios=$((10 * COST_IOS)) --output-format=json --output="$raw/$js" >/dev/null || return 1
+	echo 0 >"$t/tracing_on"
+	echo nop >"$t/current_tracer"
+	echo 16384 >"$t/buffer_size_kb"
+	: >"$t/set_ftrace_filter"
+	for f in scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete; do
+		echo "$f" >>"$t/set_ftrace_filter" || { log "cannot trace $f"; return 1; }
+	done
+	echo function_graph >"$t/current_tracer"
+	echo 1 >"$t/options/funcgraph-tail"
+	echo >"$t/trace"
+	echo 1 >"$t/tracing_on"
+	"${fio[@]}" --number_ios="$COST_IOS" --output=/dev/null >/dev/null || return 1
+	echo 0 >"$t/tracing_on"
+	grep -q 'LOST' "$t/trace" && { log "$d $name: trace events lost"; return 1; }
+	tr=trace-r$r-$d-$name.txt
+	cp "$t/trace" "$raw/$tr"
+	echo nop >"$t/current_tracer"
+	printf '{"round": %d, "driver": "%s", "row": "%s", "ios": %d, "fio": "%s", "trace": "%s"}\n' \
+		"$r" "$d" "$name" "$COST_IOS" "$js" "$tr" >>"$raw/cost.jsonl"
+}
+
+run_cost() {
+	local r d order name opts status=0
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs none /sys/kernel/tracing
+	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
+	for d in c rust; do unload "$d"; done
+	for r in $(seq 1 "$ROUNDS"); do
+		order="c rust"
+		[ $((r % 2)) = 0 ] && order="rust c"
+		for d in $order; do
+			load "$d" "$POLLQ" && find_devs "$d" || { log "$d: no disks"; status=1; continue; }
+			# shellcheck disable=SC2086 # fio options are words
+			while read -r name opts; do
+				log "cost round $r $d $name"
+				cost_row "$r" "$d" "$name" $opts || { log "$d $name: failed"; status=1; }
+			done < <(awk -v seed="$COST_SEED$r" 'BEGIN {srand(seed)} {print rand() "\t" $0}' "$COST_ROWS" |
+				sort -n | cut -f2-)
+			unload "$d" || { log "$d: rmmod failed"; status=1; }
+		done
+	done
+	return $status
+}
+
 case $mode in
 fio) run_fio ;;
+cost) run_cost ;;
 scan) run_scan ;;
 trace) run_trace ;;
-*) echo "guest.sh: mode must be fio, scan or trace" >&2; exit 2 ;;
+*) echo "guest.sh: mode must be fio, scan, trace or cost" >&2; exit 2 ;;
 esac

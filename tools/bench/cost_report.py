@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""make bench --cost: the table (cost.md) of instructions per I/O from a
+results directory's raw/cost.jsonl (tools/bench/guest.sh run_cost).
+
+    cost_report.py RESULTS_DIR
+
+Per row and driver, over the rounds (each round measured both drivers in the
+same guest, one after the other):
+- fio CPU / I/O: the fio job's CPU time over its I/Os (10N of them): the
+  whole guest stack per I/O as the submitting task sees it (completions that
+  interrupt an idle CPU are not in it);
+- driver path / I/O: the median instructions of one submission
+  (scsi_queue_rq, interrupts excluded) plus the mean instructions per
+  completed command of the completion passes (vring_interrupt or
+  scsi_mq_poll, scsi_done excluded): the part that differs between drivers.
+Each is the median over rounds with its spread, the largest deviation of a
+round from the median in percent. Rust/C is the ratio of the medians, with
+the range of the per-round ratios.
+"""
+import json
+import os
+import statistics
+import sys
+
+from report import read_env
+
+COLUMNS = ("fio", "path", "submit", "complete")
+
+
+def measures(rec):
+    t = rec["trace"]
+    fio = rec["fio"]["per_io"]
+    submit = t.get("scsi_queue_rq", {}).get("median")
+    complete = t.get("completion_per_cmd", {}).get("mean")
+    path = submit + complete if submit is not None and complete is not None else None
+    return {"fio": fio, "path": path, "submit": submit, "complete": complete}
+
+
+def spread(values):
+    m = statistics.median(values)
+    return max(abs(v - m) for v in values) / m * 100 if m else 0.0
+
+
+def main(out):
+    recs = [json.loads(line) for line in open(os.path.join(out, "raw", "cost.jsonl")) if line.strip()]
+    env = read_env(os.path.join(out, "meta.env"))
+    rows = []
+    for r in recs:
+        if r["row"] not in rows:
+            rows.append(r["row"])
+    by = {}  # (row, driver) -> {round: measures}
+    for r in recs:
+        by.setdefault((r["row"], r["driver"]), {})[r["round"]] = measures(r)
+    lines = [
+        f"# Instructions per I/O ({env.get('DATE', '?')}, QEMU -icount {env.get('ICOUNT', '?')})",
+        "",
+        f"Kernel {env.get('KERNEL', '?')}, {env.get('CPUS', '?')} vCPU ({env.get('CPUS_POLLED', '?')} for the polled "
+        "rows, the second one idle), fio pinned to CPU 0, null-co disk, "
+        f"{env.get('COST_IOS', '?')} I/Os per measurement, {env.get('ROUNDS', '?')} rounds (driver order "
+        f"alternating, row order seeded with {env.get('COST_SEED', '?')}), module {env.get('MODULE_COMMIT', '?')}.",
+        "Guest time counts instructions: every number is an instruction count. Median over rounds, "
+        "± the largest deviation of a round from it (%); Rust/C: ratio of the medians [range of the "
+        "per-round ratios]. Columns: see tools/bench/cost_report.py.",
+        "",
+        "| row | fio CPU/IO C | Rust | Rust/C | driver path/IO C | Rust | Rust/C | submit C | Rust | completion C | Rust |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for row in rows:
+        c, rs = by.get((row, "c"), {}), by.get((row, "rust"), {})
+        cells = [row]
+        for col in COLUMNS:
+            vc = [m[col] for m in c.values() if m[col] is not None]
+            vr = [m[col] for m in rs.values() if m[col] is not None]
+            if not vc or not vr:
+                cells += ["–", "–"] + (["–"] if col in ("fio", "path") else [])
+                continue
+            mc, mr = statistics.median(vc), statistics.median(vr)
+            cells += [f"{mc:,.0f} ±{spread(vc):.1f}%", f"{mr:,.0f} ±{spread(vr):.1f}%"]
+            if col in ("fio", "path"):
+                per_round = [rs[k][col] / c[k][col] for k in sorted(set(c) & set(rs))
+                             if rs[k][col] is not None and c[k][col]]
+                lo, hi = (min(per_round), max(per_round)) if per_round else (0, 0)
+                bold = "**" if hi < 1.0 else ""
+                cells.append(f"{bold}{mr / mc:.3f}{bold} [{lo:.3f}, {hi:.3f}]")
+                summary.setdefault(col, []).append(mr / mc)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Bold: every round's ratio is below 1.00.")
+    for col, label in (("fio", "fio CPU/IO"), ("path", "driver path/IO")):
+        v = summary.get(col)
+        if v:
+            geo = statistics.geometric_mean(v)
+            lines.append(f"Geometric mean of Rust/C, {label}: {geo:.3f} over {len(v)} rows; "
+                         f"rows above 1.00: {sum(x > 1 for x in v)}.")
+    text = "\n".join(lines) + "\n"
+    open(os.path.join(out, "cost.md"), "w").write(text)
+    print(text)
+    return 0 if recs else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1]))
