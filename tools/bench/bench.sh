@@ -260,6 +260,9 @@ MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff 
 COST_GUEST_SECONDS=$(( $(date +%s) - start ))
 EOT
 	/usr/bin/python3 "$here/cost.py" merge "$out" && /usr/bin/python3 "$here/cost_report.py" "$out" || status=1
+	# Beside it, what the built objects hold on each entry point's path.
+	{ printf '\n## Static counts (tools/bench/hotpath.py)\n\n'
+		/usr/bin/python3 "$here/hotpath.py" "$kdir/drivers/scsi/virtio_scsi.ko" "$ko"; } >>"$out/cost.md" || status=1
 	say "table: $out/cost.md"
 	exit $status
 fi
