@@ -4,8 +4,23 @@
 # run_tests.sh (host side) numbers the lines and adds the plan.
 #
 # Result lines are "ok - DESC" / "not ok - DESC"; "# ..." lines are diagnostics.
+# Run by the kernel's kselftest runner instead (this directory in a kernel
+# tree's tools/testing/selftests, or installed from there: the kselftest
+# helpers are then in ../kselftest), they are KTAP through those helpers:
+# numbered, the plan and totals at the end, exit status 0, 1, or 4 (skip).
 
-KO=${VSRS_KO:?VSRS_KO must name virtio_scsi_rs.ko}
+ksft=
+if [ -r ../kselftest/ktap_helpers.sh ]; then
+	ksft=1
+	# shellcheck source=/dev/null # the kernel's, not in this repository
+	. ../kselftest/ktap_helpers.sh
+	ktap_print_header
+	trap 'ktap_set_plan $((KTAP_TESTNO - 1)); ktap_finished' EXIT
+fi
+
+# The module under test: the file VSRS_KO (run_tests.sh: the host's build,
+# loaded with insmod), else the installed virtio_scsi_rs (modprobe).
+KO=${VSRS_KO:-virtio_scsi_rs}
 MOD=virtio_scsi_rs
 # VSRS_DRIVER=c: the tests drive the in-tree C driver (modprobe virtio_scsi)
 # instead, to validate a test against a driver known to implement the feature.
@@ -18,8 +33,14 @@ is_c() { [ "$MOD" = virtio_scsi ]; }
 # Result lines also go to the kernel log ("vsrs-tap: "), which reaches the
 # host's --klog file even when the guest's output port does not (run_tests.sh
 # reads them from there then).
-ok() { echo "ok - $*"; echo "vsrs-tap: ok - $*" >/dev/kmsg; }
-not_ok() { echo "not ok - $*"; echo "vsrs-tap: not ok - $*" >/dev/kmsg; }
+ok() {
+	if [ -n "$ksft" ]; then ktap_test_pass "$*"; else echo "ok - $*"; fi
+	echo "vsrs-tap: ok - $*" >/dev/kmsg
+}
+not_ok() {
+	if [ -n "$ksft" ]; then ktap_test_fail "$*"; else echo "not ok - $*"; fi
+	echo "vsrs-tap: not ok - $*" >/dev/kmsg
+}
 diag() { sed 's/^/# /'; }
 # fd 9: the test's own output, for diagnostics from inside check's capture.
 exec 9>&1
@@ -35,6 +56,20 @@ check() {
 		[ -n "$out" ] && echo "$out" | diag
 	fi
 	return 0
+}
+
+# require DESC COMMAND...: a precondition, before any result. Under the
+# kselftest runner, a machine where it does not hold skips the whole test
+# (exit 4); under run_tests.sh, whose guests have it, it is one more check.
+require() {
+	local out
+	if [ -n "$ksft" ] && ! out=$("${@:2}" 2>&1); then
+		trap - EXIT
+		[ -z "$out" ] || diag <<<"$out"
+		ktap_skip_all "precondition not met: $1"
+		exit "$KSFT_SKIP"
+	fi
+	check "$@"
 }
 
 # expect_eq DESC GOT WANT: one result line; shows both values on failure.
@@ -137,10 +172,14 @@ kmemleak_clean() {
 load() {
 	if is_c; then
 		insmod "${VSRS_C_KO:?VSRS_C_KO must name the C driver virtio_scsi.ko}" "$@"
-	else
+	elif [ -n "${VSRS_KO:-}" ]; then
 		insmod "$KO" "$@"
+	else
+		modprobe "$KO" "$@"
 	fi
 }
+# ko_info FIELD: a field of the module under test's modinfo.
+ko_info() { modinfo -F "$1" "$KO"; }
 # load, with VSRS_INSMOD_ARGS (module parameters, e.g. tmf_timeout=60) for
 # virtio_scsi_rs; the C driver takes none of them.
 load_with_args() {

@@ -6,22 +6,29 @@
 #   VSRS_INSMOD_ARGS  module parameters for insmod
 #   VSRS_EXPECT       fragments that the driver's "request queues" dmesg line
 #                     must contain, separated by '|'
+#   VSRS_KO           the module file to insmod; unset, the installed module
+#                     is loaded with modprobe
+#
+# Also the kselftest of this directory (Makefile: TEST_PROGS): on a machine
+# without a virtio-scsi device or the module, or where the C driver or
+# virtio_scsi_rs is loaded already, it is skipped (exit 4).
 cd "$(dirname "$0")" && . ./lib.sh
 
-begin probe
+not_loaded() { ! grep -q "^$1 " /proc/modules; }
 ndev=$(scsi_virtio_devs | wc -l)
-check "the C driver virtio_scsi is not loaded" bash -c '! grep -q "^virtio_scsi " /proc/modules'
-check "a virtio-scsi device is present ($ndev)" test "$ndev" -ge 1
+require "virtio_scsi_rs found: $KO" ko_info filename
+require "virtio_scsi_rs is not loaded yet" not_loaded virtio_scsi_rs
+require "the C driver virtio_scsi is not loaded" not_loaded virtio_scsi
+require "a virtio-scsi device is present ($ndev)" test "$ndev" -ge 1
 
+begin probe
 # shellcheck disable=SC2086 # parameters are words on purpose
-check "insmod virtio_scsi_rs ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}
+check "load virtio_scsi_rs ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}
 check "lsmod lists virtio_scsi_rs" bash -c "lsmod | grep -q '^virtio_scsi_rs '"
 
-modinfo_of() { modinfo -F "$1" "$KO"; }
-check "modinfo: alias virtio:d00000008v*" bash -c "[ \"\$(modinfo -F alias '$KO')\" = 'virtio:d00000008v*' ]"
-check "modinfo: license GPL, description" bash -c \
-	"[ \"\$(modinfo -F license '$KO')\" = GPL ] && [ -n \"\$(modinfo -F description '$KO')\" ]"
-check "modinfo: parameter poll_queues" bash -c "modinfo -F parm '$KO' | grep -q '^poll_queues:'"
+check "modinfo: alias virtio:d00000008v*" test "$(ko_info alias)" = 'virtio:d00000008v*'
+check "modinfo: license GPL, description" test "$(ko_info license)" = GPL -a -n "$(ko_info description)"
+check "modinfo: parameter poll_queues" grep -q '^poll_queues:' <<<"$(ko_info parm)"
 
 bound_all() {
 	local d

@@ -167,10 +167,63 @@ disks=$(hd_null n0 vs0.0 0 0)
 
 echo "TAP version 13"
 
-guest "one queue, small ring" \
+# --- issue 19: the kernel's kselftest runner ------------------------------------
+# The first probe case runs probe.sh as a kernel tree's selftests would: set
+# up here, on the host.
+#
+# kselftest: this directory dropped into a copy of the guest kernel source's
+# tools/testing/selftests (its Makefile, lib.mk, runner, kselftest/ and the
+# one file the Makefile includes from scripts/; no other collection). There
+# `make run_tests` must skip probe.sh (exit 4) on a machine without the
+# module (the host, told so by a VSRS_KO that is not there: probe.sh stops at
+# that first precondition, before touching anything), and `make install`
+# must install it; the guest runs the installed copy with its
+# run_kselftest.sh (kselftest.sh).
+ksft_prepare() {
+	local ksrc=$kdir tree=$ksft/tree/tools/testing/selftests
+	[ -e "$kdir/source" ] && ksrc=$kdir/source
+	mkdir -p "$tree" "$ksft/tree/scripts" &&
+		cp "$ksrc/tools/testing/selftests/"{Makefile,lib.mk,run_kselftest.sh} "$tree/" &&
+		cp -r "$ksrc/tools/testing/selftests/kselftest" "$tree/" &&
+		cp "$ksrc/scripts/subarch.include" "$ksft/tree/scripts/" &&
+		cp -r "$here" "$tree/virtio_scsi_rs" || return 1
+	host_check "kselftest: make install in a kernel tree's tools/testing/selftests lists virtio_scsi_rs:probe.sh" \
+		ksft_installed "$tree"
+	host_check "kselftest: make run_tests there skips probe.sh (exit 4) where the module is not found" \
+		ksft_skips "$tree"
+}
+ksft_installed() { # TREE
+	local f
+	if ! make -s -C "$1" TARGETS=virtio_scsi_rs INSTALL_PATH="$ksft/inst" install >"$ksft/install.log" 2>&1 ||
+		[ "$(cat "$ksft/inst/kselftest-list.txt")" != virtio_scsi_rs:probe.sh ]; then
+		sed 's/^/# /' "$ksft/install.log"
+		return 1
+	fi
+	for f in probe.sh lib.sh reports.sh settings; do
+		[ -f "$ksft/inst/virtio_scsi_rs/$f" ] || { echo "# not installed: $f"; return 1; }
+	done
+}
+ksft_skips() { # TREE
+	local out
+	out=$(cd "$ksft" && VSRS_KO=$ksft/absent.ko make -s -C "$1" TARGETS=virtio_scsi_rs run_tests 2>&1)
+	if ! grep -qx "# timeout set to $(sed -n 's/^timeout=//p' "$here/settings")" <<<"$out" ||
+		! grep -qx 'ok 1 selftests: virtio_scsi_rs: probe.sh # SKIP' <<<"$out"; then
+		printf '%s\n' "$out" | sed 's/^/# /'
+		return 1
+	fi
+}
+
+install_case="one queue, small ring"
+ksft=$img_dir/kselftest
+if selected "$install_case"; then
+	kdir=${VSRS_KDIR:-$("$top/tools/kdir.sh" test | cut -f1)}
+	ksft_prepare || result fail "kselftest: a copy of the kernel's tools/testing/selftests"
+fi
+
+guest "$install_case" \
 	"--no-default-disks --cpus 2 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=1,virtqueue_size=64,max_sectors=1024,cmd_per_lun=16,hotplug=off,param_change=off $disks'" \
-	"VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
-	probe.sh
+	"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
+	kselftest.sh
 
 guest "four queues, one polled" \
 	"--no-default-disks --cpus 4 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=4 $disks'" \
