@@ -13,6 +13,8 @@
 #   make fmt-check  rustfmt over every Rust file
 #   make fuzz       libFuzzer over the decoders of device answers (nightly
 #                   Rust; FUZZ_SECONDS, default 300)
+#   make rust-analyzer  rust-project.json for an editor: the kernel's crates
+#                   and this module's (KDIR as for make)
 #   make bench      fio side by side: C virtio_scsi, virtio_scsi_rs, virtio-blk,
 #                   on the non-debug bench kernel (built on first use); table
 #                   and plot in bench/results/<date>/. BENCH_ARGS passes options
@@ -33,7 +35,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench fuzz
+.PHONY: all modules clean run check fmt-check bench fuzz rust-analyzer
 
 all: modules
 
@@ -49,6 +51,18 @@ run: modules
 
 check:
 	@tools/check.sh
+
+# The kernel's scripts/generate_rust_analyzer.py, through Kbuild (it takes
+# external modules), run on this directory. It finds crate roots by their
+# object in ./Kbuild, and so also takes the crate root's build link
+# virtio_scsi_rs_main.rs for a second crate of the same files: left out (a
+# leaf crate, as ours: no other crate's index moves). Checked by
+# tools/rust-project-check.py in make check.
+rust-analyzer:
+	@$(with_kdir) $(KBUILD) rust-analyzer
+	@python3 -c 'import json; f = "rust-project.json"; p = json.load(open(f)); \
+		p["crates"] = [c for c in p["crates"] if not c["root_module"].endswith("virtio_scsi_rs_main.rs")]; \
+		json.dump(p, open(f, "w"), sort_keys=True, indent=4)'
 
 fmt-check:
 	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \

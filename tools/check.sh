@@ -68,19 +68,34 @@ else
 	echo "not ok: rustfmt would change the files above"; tally 0 1
 fi
 
+# tally_lines WHAT COMMAND...: runs COMMAND, shows its output and tallies its
+# "ok: " and "not ok: " lines; a failure that printed no "not ok" (or nothing
+# at all) still counts.
+tally_lines() {
+	local what=$1 out status p f
+	shift
+	out=$(mktemp)
+	"$@" 2>&1 | tee "$out"
+	status=${PIPESTATUS[0]}
+	p=$(grep -c '^ok: ' "$out")
+	f=$(grep -c '^not ok: ' "$out")
+	rm -f "$out"
+	if { [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; } || [ $((p + f)) -eq 0 ]; then
+		echo "not ok: $what (exit status $status)"
+		f=$((f + 1))
+	fi
+	tally "$p" "$f"
+}
+
 step "compile-fail checks (tests/compile_fail, tools/compile-fail.sh)"
-cf=$(mktemp)
-"$here/compile-fail.sh" "$kdir" "$kargs" 2>&1 | tee "$cf"
-status=${PIPESTATUS[0]}
-p=$(grep -c '^ok: ' "$cf")
-f=$(grep -c '^not ok: ' "$cf")
-rm -f "$cf"
-# A failure that printed no "not ok" (or nothing at all) still counts.
-if { [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; } || [ $((p + f)) -eq 0 ]; then
-	echo "not ok: compile-fail checks (exit status $status)"
-	f=$((f + 1))
-fi
-tally "$p" "$f"
+tally_lines "compile-fail checks" "$here/compile-fail.sh" "$kdir" "$kargs"
+
+step "rust-analyzer project (make rust-analyzer, tools/rust-project-check.py)"
+rust_project() {
+	# shellcheck disable=SC2086 # kargs are make words
+	make -s KDIR="$kdir" $kargs rust-analyzer && "$here/rust-project-check.py" rust-project.json
+}
+tally_lines "make rust-analyzer" rust_project
 
 step "kernel report filter (tools/testing/selftests/virtio_scsi_rs/reports_test.sh)"
 out=$(tools/testing/selftests/virtio_scsi_rs/reports_test.sh 2>&1)
