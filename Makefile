@@ -15,6 +15,9 @@
 #                   Rust; FUZZ_SECONDS, default 300)
 #   make rust-analyzer  rust-project.json for an editor: the kernel's crates
 #                   and this module's (KDIR as for make)
+#   make dkms-install  add, build and install the module with DKMS for the
+#                   running kernel (DKMS_KVER=release, KDIR=its tree for
+#                   another; DKMS_ROOT=/staging installs under that root)
 #   make bench      fio side by side: C virtio_scsi, virtio_scsi_rs, virtio-blk,
 #                   on the non-debug bench kernel (built on first use); table
 #                   and plot in bench/results/<date>/. BENCH_ARGS passes options
@@ -35,7 +38,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench fuzz rust-analyzer
+.PHONY: all modules clean run check fmt-check bench fuzz rust-analyzer dkms-install
 
 all: modules
 
@@ -70,6 +73,35 @@ fmt-check:
 
 bench:
 	@tools/bench/bench.sh $(BENCH_ARGS)
+
+# What builds the module, and nothing else (no build outputs, no host tools).
+MODULE_SOURCES = Kbuild Makefile \
+	$(filter-out virtio_scsi_rs_main.rs,$(wildcard *.rs)) $(wildcard driver/*.rs protocol/*.rs) \
+	bindings/bindgen_parameters bindings/mod.rs $(wildcard bindings/*.[ch])
+
+# DKMS (dkms.conf): the sources copied to /usr/src/virtio_scsi_rs-VERSION
+# (replacing an earlier copy and registration of the same version), then dkms
+# add, build, install for DKMS_KVER. The kernel's tree is DKMS's default
+# (/lib/modules/KVER/build) unless KDIR names it. DKMS_ROOT=DIR keeps it all
+# under DIR (DIR/usr/src, DIR/var/lib/dkms, DIR/lib/modules: make check's
+# staging tree, a modprobe -d DIR root), depmod run on that tree.
+DKMS_VERSION = $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' dkms.conf)
+DKMS_KVER ?= $(shell uname -r)
+DKMS_SRC = $(DKMS_ROOT)/usr/src/virtio_scsi_rs-$(DKMS_VERSION)
+DKMS = dkms $(if $(DKMS_ROOT),--sourcetree $(DKMS_ROOT)/usr/src --dkmstree $(DKMS_ROOT)/var/lib/dkms \
+	--installtree $(DKMS_ROOT)/lib/modules --no-depmod)
+DKMS_MOD = -m virtio_scsi_rs -v $(DKMS_VERSION)
+DKMS_KERNEL = -k $(DKMS_KVER) $(if $(KDIR),--kernelsourcedir $(abspath $(KDIR)))
+
+dkms-install:
+	$(DKMS) remove $(DKMS_MOD) --all >/dev/null 2>&1 || true
+	rm -rf $(DKMS_SRC)
+	mkdir -p $(DKMS_SRC) $(if $(DKMS_ROOT),$(DKMS_ROOT)/var/lib/dkms $(DKMS_ROOT)/lib/modules/$(DKMS_KVER))
+	cp --parents $(MODULE_SOURCES) dkms.conf $(DKMS_SRC)/
+	$(DKMS) add $(DKMS_MOD)
+	$(DKMS) build $(DKMS_MOD) $(DKMS_KERNEL)
+	$(DKMS) install $(DKMS_MOD) $(DKMS_KERNEL)
+	$(if $(DKMS_ROOT),depmod -b $(DKMS_ROOT) $(DKMS_KVER))
 
 fuzz:
 	@tools/fuzz.sh $(FUZZ_SECONDS)

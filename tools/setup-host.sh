@@ -10,6 +10,8 @@ say() { echo "setup: $*"; }
 
 DEBS=(
 	build-essential flex bison bc cpio kmod libelf-dev libssl-dev dwarves rsync
+	# make dkms-install (and its check in the guest selftests)
+	dkms
 	rustc-web rust-web-src rustfmt-web rust-web-clippy
 	"libclang${LLVM_SUFFIX}-dev" "clang${LLVM_SUFFIX}" "lld${LLVM_SUFFIX}" "llvm${LLVM_SUFFIX}"
 	qemu-system-x86 qemu-utils udev fio sg3-utils lsscsi busybox-static python3-pip

@@ -19,7 +19,8 @@ if [ -r ../kselftest/ktap_helpers.sh ]; then
 fi
 
 # The module under test: the file VSRS_KO (run_tests.sh: the host's build,
-# loaded with insmod), else the installed virtio_scsi_rs (modprobe).
+# loaded with insmod), else the installed virtio_scsi_rs (modprobe; from
+# under the root directory VSRS_MODROOT when that is set).
 KO=${VSRS_KO:-virtio_scsi_rs}
 MOD=virtio_scsi_rs
 # VSRS_DRIVER=c: the tests drive the in-tree C driver (modprobe virtio_scsi)
@@ -175,11 +176,11 @@ load() {
 	elif [ -n "${VSRS_KO:-}" ]; then
 		insmod "$KO" "$@"
 	else
-		modprobe "$KO" "$@"
+		modprobe ${VSRS_MODROOT:+-d "$VSRS_MODROOT"} "$KO" "$@"
 	fi
 }
 # ko_info FIELD: a field of the module under test's modinfo.
-ko_info() { modinfo -F "$1" "$KO"; }
+ko_info() { modinfo ${VSRS_MODROOT:+-b "$VSRS_MODROOT"} -F "$1" "$KO"; }
 # load, with VSRS_INSMOD_ARGS (module parameters, e.g. tmf_timeout=60) for
 # virtio_scsi_rs; the C driver takes none of them.
 load_with_args() {

@@ -7,7 +7,7 @@
 #   VSRS_EXPECT       fragments that the driver's "request queues" dmesg line
 #                     must contain, separated by '|'
 #   VSRS_KO           the module file to insmod; unset, the installed module
-#                     is loaded with modprobe
+#                     is loaded with modprobe (from under VSRS_MODROOT if set)
 #
 # Also the kselftest of this directory (Makefile: TEST_PROGS): on a machine
 # without a virtio-scsi device or the module, or where the C driver or
@@ -22,6 +22,10 @@ require "the C driver virtio_scsi is not loaded" not_loaded virtio_scsi
 require "a virtio-scsi device is present ($ndev)" test "$ndev" -ge 1
 
 begin probe
+if [ -n "${VSRS_MODROOT:-}" ]; then
+	check "modprobe finds virtio_scsi_rs under $VSRS_MODROOT" \
+		grep -q "^insmod $VSRS_MODROOT/" <<<"$(modprobe -d "$VSRS_MODROOT" --show-depends "$KO" 2>&1)"
+fi
 # shellcheck disable=SC2086 # parameters are words on purpose
 check "load virtio_scsi_rs ${VSRS_INSMOD_ARGS:-}" load ${VSRS_INSMOD_ARGS:-}
 check "lsmod lists virtio_scsi_rs" bash -c "lsmod | grep -q '^virtio_scsi_rs '"

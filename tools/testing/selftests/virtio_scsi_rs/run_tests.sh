@@ -167,9 +167,9 @@ disks=$(hd_null n0 vs0.0 0 0)
 
 echo "TAP version 13"
 
-# --- issue 19: the kernel's kselftest runner ------------------------------------
-# The first probe case runs probe.sh as a kernel tree's selftests would: set
-# up here, on the host.
+# --- issue 19: the kernel's kselftest runner, DKMS -------------------------------
+# The first probe case runs probe.sh as a kernel tree's selftests would and
+# loads the module as DKMS installed it; both are set up here, on the host.
 #
 # kselftest: this directory dropped into a copy of the guest kernel source's
 # tools/testing/selftests (its Makefile, lib.mk, runner, kselftest/ and the
@@ -213,16 +213,46 @@ ksft_skips() { # TREE
 	fi
 }
 
+# DKMS: make dkms-install against the guest kernel's tree into a staging
+# root (DKMS_ROOT), which the guest sees (the host's /tmp): probe.sh loads
+# the module from there (modprobe -d). dkms builds with the toolchain on
+# PATH, as for a user, and adds CC=clang LD=ld.lld for a clang-built kernel:
+# PATH gets clang, ld.lld and rustc as kernel.env names the kernel's.
+dkms_prepare() {
+	local bin=$dkms/bin
+	krel=$(cat "$kdir/include/config/kernel.release") || return 1
+	mkdir -p "$bin" &&
+		ln -s "$(command -v "clang$LLVM_SUFFIX")" "$bin/clang" &&
+		ln -s "$(command -v "ld.lld$LLVM_SUFFIX")" "$bin/ld.lld" &&
+		ln -s "$KRUSTC" "$bin/rustc" || return 1
+	host_check "DKMS: make dkms-install builds virtio_scsi_rs for $krel, installs it under DKMS_ROOT" \
+		dkms_installed
+}
+dkms_installed() {
+	local found
+	if ! PATH=$dkms/bin:$PATH make -C "$top" dkms-install KDIR="$kdir" DKMS_KVER="$krel" \
+		DKMS_ROOT="$dkms/root" >"$dkms/install.log" 2>&1; then
+		tail -n 40 "$dkms/install.log" | sed 's/^/# /'
+		return 1
+	fi
+	found=$(modprobe -d "$dkms/root" -S "$krel" --show-depends virtio_scsi_rs 2>&1)
+	echo "# DKMS: $found"
+	[ "$found" = "insmod $dkms/root/lib/modules/$krel/updates/dkms/virtio_scsi_rs.ko " ]
+}
+
 install_case="one queue, small ring"
-ksft=$img_dir/kselftest
+ksft=$img_dir/kselftest dkms=$img_dir/dkms
 if selected "$install_case"; then
+	# shellcheck source=tools/kernel.env
+	. "$top/tools/kernel.env"
 	kdir=${VSRS_KDIR:-$("$top/tools/kdir.sh" test | cut -f1)}
 	ksft_prepare || result fail "kselftest: a copy of the kernel's tools/testing/selftests"
+	dkms_prepare || result fail "DKMS: the kernel's release and toolchain"
 fi
 
 guest "$install_case" \
 	"--no-default-disks --cpus 2 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=1,virtqueue_size=64,max_sectors=1024,cmd_per_lun=16,hotplug=off,param_change=off $disks'" \
-	"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
+	"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_KO= VSRS_MODROOT=$dkms/root VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
 	kselftest.sh
 
 guest "four queues, one polled" \
