@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 say() { echo "setup: $*"; }
 
 DEBS=(
-	build-essential flex bison bc cpio kmod libelf-dev libssl-dev dwarves rsync
+	build-essential flex bison bc cpio kmod libelf-dev libssl-dev dwarves rsync lz4
 	# make dkms-install (and its check in the guest selftests)
 	dkms
 	rustc-web rust-web-src rustfmt-web rust-web-clippy
