@@ -121,7 +121,7 @@ for opt in "${required[@]}"; do
 done
 
 # --- build --------------------------------------------------------------------
-say "building (about 20-25 minutes on 2 cores); log: $bdir/build.log"
+say "building (about 20 minutes of CPU on 2 cores); log: $bdir/build.log"
 start=$(date +%s)
 if ! make -C "$src" O="$bdir" "${make_args[@]}" "${build_args[@]}" -j"$(nproc)" >"$bdir/build.log" 2>&1; then
 	tail -n 40 "$bdir/build.log" >&2
