@@ -33,9 +33,14 @@
 # (default 1); --rows REGEX: only the rows whose name matches (grep -E). Raw
 # data in raw/cost.jsonl, the table in cost.md (tools/bench/cost_report.py).
 #
+# The fio matrix: rounds alternate whether C runs before or after Rust (ABBA
+# over two rounds; virtio-blk first or last), and each round runs the rows
+# in its own order drawn from --seed (default 1).
+#
 # Output in bench/results/<date>/: raw/ (fio JSON per round and driver, the
-# per-queue counters of virtio_scsi_rs), scan.csv, meta.env, results.md (the
-# table) and iops.png (the plot).
+# per-queue counters of virtio_scsi_rs), jobs-rN.fio (round N's order),
+# hostload.txt (the host's 1-minute load, per 5 s), scan.csv, meta.env,
+# results.md (the table) and iops.png (the plot).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -155,6 +160,21 @@ EOT
 } >"$out/hipri.fio"
 pollq=$((cpus > 1 ? 1 : 0))
 [ "$pollq" -gt 0 ] || : >"$out/hipri.fio"  # poll queues need a second queue
+# Each round runs the sections in its own order, drawn from --seed and the
+# round ([global] stays first): no row always follows the same one.
+for r in $(seq 1 "$rounds"); do
+	for f in jobs hipri; do
+		/usr/bin/python3 - "$out/$f.fio" "$seed-$r" >"$out/$f-r$r.fio" <<'EOP'
+import random
+import sys
+blocks = [b for b in open(sys.argv[1]).read().split("\n\n") if b.strip()]
+rest = blocks[1:]
+random.Random(sys.argv[2]).shuffle(rest)
+if blocks:
+    print("\n\n".join(blocks[:1] + rest))
+EOP
+	done
+done
 
 # The guest runs a copy: editing tools/bench/ during a run does not touch it.
 # The modules too: the guest does not see /var/cache (the kernel build, the
@@ -268,8 +288,14 @@ EOT
 fi
 start=$(date +%s)
 say "fio guest: $rounds round(s), $(grep -c "^\[" "$out/jobs.fio") sections of ${runtime}+${ramp} s per driver"
+# The host's load while the fio guest runs (TCG shares the host's CPUs: a
+# busy host slows the guest), a sample per 5 s; report.py gives each fio run
+# its mean beside the table.
+(while :; do echo "$(date +%s) $(cut -d' ' -f1 /proc/loadavg)"; sleep 5; done) >"$out/hostload.txt" &
+loadpid=$!
 VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$cpus" --rwdir "$out" --qemu "$q" \
 	-- "$out/guest.sh" "$out/guest.env" fio 2>"$out/guest-fio.log" >&2 || status=1
+kill "$loadpid" 2>/dev/null || true
 grep -E '^(run-guest|bench-guest):' "$out/guest-fio.log" >&2 || true
 fio_s=$(( $(date +%s) - start ))
 

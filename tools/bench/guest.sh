@@ -129,6 +129,13 @@ rotate() { # R DRIVERS...
 	for i in $(seq 0 $((n - 1))); do echo "${a[$(((i + r) % n))]}"; done
 }
 
+# Round R's order of the fio drivers: C before Rust in odd rounds, after it
+# in even ones (ABBA over two rounds for the pair the table compares), with
+# virtio-blk first or last.
+abba() { # R
+	if [ $(($1 % 2)) = 1 ]; then echo c rust blk; else echo blk rust c; fi
+}
+
 # Per-queue counters of virtio_scsi_rs, if it is loaded.
 save_stats() { # FILE
 	local f
@@ -162,16 +169,16 @@ run_fio() {
 	for d in c rust blk; do unload "$d"; done
 	for r in $(seq 1 "$ROUNDS"); do
 		log "round $r of $ROUNDS"
-		for d in $(rotate "$r" c rust blk); do
+		for d in $(abba "$r"); do
 			load "$d" || { log "$d: load failed"; status=1; continue; }
-			fio_run "$d" "$OUT/jobs.fio" "$raw/r$r-$d.json" || status=1
+			fio_run "$d" "$OUT/jobs-r$r.fio" "$raw/r$r-$d.json" || status=1
 			[ "$d" = rust ] && save_stats "$raw/r$r-rust.stats"
 			unload "$d" || { log "$d: rmmod failed"; status=1; }
 		done
-		if [ -s "$OUT/hipri.fio" ]; then
-			for d in $(rotate "$r" c rust blk); do
+		if [ -s "$OUT/hipri-r$r.fio" ]; then
+			for d in $(abba "$r"); do
 				load "$d" "$POLLQ" || { log "$d: load with $POLLQ poll queue(s) failed"; status=1; continue; }
-				fio_run "$d" "$OUT/hipri.fio" "$raw/r$r-$d-hipri.json" || status=1
+				fio_run "$d" "$OUT/hipri-r$r.fio" "$raw/r$r-$d-hipri.json" || status=1
 				[ "$d" = rust ] && save_stats "$raw/r$r-rust-hipri.stats"
 				unload "$d" || { log "$d: rmmod failed"; status=1; }
 			done

@@ -8,8 +8,12 @@ With README, the table and the plot also replace what is between the
 <!-- bench-latest --> markers there (make bench does this for its own runs).
 
 Rust/C is computed per round (both drivers ran in the same round, next to each
-other) and given as the mean with a 95% confidence interval (Student's t over
-the rounds).
+other; rounds alternate which of the two goes first) and given as the geometric
+mean with a 95% confidence interval (Student's t over the rounds, on the log of
+the ratios). Each row's p-value (two-sided t-test of log ratio 0) is corrected
+for the number of rows with Holm's method; a ratio is bold only where the
+corrected p-value is below 0.05 and the ratio below 1.00 (significantly
+faster), and marked "above" where it is significantly above 1.00.
 """
 import glob
 import json
@@ -72,15 +76,64 @@ def mean(xs):
     return statistics.fmean(xs) if xs else float("nan")
 
 
+def betacf(a, b, x):
+    """Continued fraction of the regularised incomplete beta function."""
+    qab, qap, qam = a + b, a + 1, a - 1
+    c, d = 1.0, 1 - qab * x / qap
+    d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1 + aa * d
+            d = 1 / (d if abs(d) > 1e-300 else 1e-300)
+            c = 1 + aa / c
+            c = c if abs(c) > 1e-300 else 1e-300
+            h *= d * c
+        if abs(d * c - 1) < 1e-12:
+            break
+    return h
+
+
+def t_pvalue(t, df):
+    """Two-sided p-value of Student's t with df degrees of freedom."""
+    x = df / (df + t * t)
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    a, b = df / 2, 0.5
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
+    if x < (a + 1) / (a + b + 2):
+        return min(1.0, math.exp(lbeta) * betacf(a, b, x) / a)
+    return min(1.0, 1 - math.exp(lbeta) * betacf(b, a, 1 - x) / b)
+
+
+def holm(pvalues):
+    """Holm-adjusted p-values, in the order given (None stays None)."""
+    idx = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out, run = [None] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(idx):
+        run = max(run, min(1.0, (len(idx) - rank) * p))
+        out[i] = run
+    return out
+
+
 def ratio_ci(rust, c):
-    """Mean of the per-round Rust/C ratios and its 95% CI half-width."""
-    rs = [rust[r]["iops"] / c[r]["iops"] for r in rust if r in c and c[r]["iops"] > 0]
+    """Per-round Rust/C: geometric mean, 95% CI (low, high), p-value, rounds."""
+    rs = [rust[r]["iops"] / c[r]["iops"] for r in rust if r in c and c[r]["iops"] > 0 and rust[r]["iops"] > 0]
+    nan = float("nan")
     if not rs:
-        return float("nan"), float("nan"), 0
+        return nan, nan, nan, None, 0
+    logs = [math.log(x) for x in rs]
+    m = mean(logs)
     if len(rs) == 1:
-        return rs[0], float("nan"), 1
+        return math.exp(m), nan, nan, None, 1
+    se = statistics.stdev(logs) / math.sqrt(len(rs))
     t = T95[len(rs) - 2] if len(rs) - 2 < len(T95) else 1.96
-    return mean(rs), t * statistics.stdev(rs) / math.sqrt(len(rs)), len(rs)
+    p = t_pvalue(m / se, len(rs) - 1) if se > 0 else (0.0 if m != 0 else 1.0)
+    return math.exp(m), math.exp(m - t * se), math.exp(m + t * se), p, len(rs)
 
 
 def fmt(x, spec="{:.0f}"):
@@ -99,21 +152,26 @@ def order(key):
 
 
 def table(data):
-    rows = ["| workload | virtio-blk IOPS | C IOPS | Rust IOPS | Rust/C (95% CI) "
+    rows = ["| workload | virtio-blk IOPS | C IOPS | Rust IOPS | Rust/C [95% CI] Holm p "
             "| mean lat µs blk / C / Rust | p99 lat µs blk / C / Rust |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     slow = []
-    for key in sorted(data, key=order):
+    keys = sorted(data, key=order)
+    cis = [ratio_ci(data[k].get("rust", {}), data[k].get("c", {})) for k in keys]
+    adjusted = holm([ci[3] for ci in cis])
+    for key, (r, lo, hi, _, n), padj in zip(keys, cis, adjusted):
         d = data[key]
         agg = {drv: {f: mean([s[f] for s in d.get(drv, {}).values()])
                      for f in ("iops", "mean_us", "p99_us", "cpu_us_per_io")} for drv in DRIVERS}
-        r, hw, n = ratio_ci(d.get("rust", {}), d.get("c", {}))
-        ratio = fmt(r, "{:.2f}")
+        ratio = fmt(r, "{:.3f}")
         if n > 1:
-            ratio += f" ± {hw:.2f}"
-        if not math.isnan(r) and r < 1.0:
-            ratio = f"**{ratio}**"
-            slow.append((key, r, hw, agg))
+            ratio += f" [{lo:.3f}, {hi:.3f}] p={padj:.2g}"
+        if padj is not None and padj < 0.05:
+            if r < 1.0:
+                ratio = f"**{ratio}**"
+                slow.append((key, r, agg))
+            else:
+                ratio += " above"
         lat = " / ".join(fmt(agg[x]["mean_us"]) for x in DRIVERS)
         p99 = " / ".join(fmt(agg[x]["p99_us"]) for x in DRIVERS)
         rows.append(f"| {workload(key)} | {fmt(agg['blk']['iops'])} | {fmt(agg['c']['iops'])} "
@@ -217,6 +275,27 @@ def irq_table(outdir):
             + ", ".join(f"{LABEL[d]} {mean(per[d]):.2f}" for d in DRIVERS if d in per) + "."]
 
 
+def load_table(outdir):
+    """The host's mean 1-minute load during each fio run (hostload.txt)."""
+    path = os.path.join(outdir, "hostload.txt")
+    if not os.path.exists(path):
+        return []
+    samples = [(int(t), float(v)) for t, v in (line.split() for line in open(path) if line.strip())]
+    runs = []
+    for jpath in sorted(glob.glob(os.path.join(outdir, "raw", "r*-*.json"))):
+        text = open(jpath).read()
+        doc = json.loads(text[text.index("{"):])
+        start = doc["timestamp"]
+        end = start + sum(j.get("job_runtime", 0) for j in doc["jobs"]) // 1000 + 1
+        during = [v for t, v in samples if start <= t <= end]
+        if during:
+            runs.append(f"{os.path.basename(jpath)[:-5]} {mean(during):.1f}")
+    if not runs:
+        return []
+    return ["", "Host load (1-minute average, mean over each fio run, by the guest's start time of the "
+            "run; hostload.txt has the samples): " + ", ".join(runs) + "."]
+
+
 def main():
     outdir = sys.argv[1]
     meta = read_env(os.path.join(outdir, "meta.env"))
@@ -230,16 +309,17 @@ def main():
             f"guest kernel {meta.get('GUEST_UNAME', '?')} ({meta.get('KERNEL', '?')}), host CPU {meta.get('HOST_CPU', '?')}; "
             f"{meta.get('ROUNDS', '?')} round(s), fio {meta.get('FIO', '?')} jobs of {meta.get('RUNTIME', '?')} s "
             f"after {meta.get('RAMP', '?')} s ramp; module at {meta.get('MODULE_COMMIT', '?')}. "
-            "IOPS and latencies are means over the rounds; Rust/C is the mean of the per-round ratios "
-            "± the 95% confidence half-width; **bold** where below 1.00. Workload names: disk "
+            "IOPS and latencies are means over the rounds; Rust/C is the geometric mean of the per-round "
+            "ratios with its 95% confidence interval and the Holm-corrected p-value over the rows; **bold** "
+            "where significantly below 1.00, \"above\" where significantly above. Workload names: disk "
             "(null = null-co read-zeroes, file = raw file on tmpfs), pattern, block size, engine, iodepth, numjobs.",
             ""]
-    body = rows + [""] + scan_table(outdir) + irq_table(outdir)
+    body = rows + [""] + scan_table(outdir) + irq_table(outdir) + load_table(outdir)
     if slow:
-        body += ["", "Where Rust/C < 1.00: fio's CPU time per I/O in the guest (usr+sys µs; the "
+        body += ["", "Where Rust/C is significantly below 1.00: fio's CPU time per I/O in the guest (usr+sys µs; the "
                  "submission path and the completions that interrupted fio), C / Rust:", ""]
-        body += [f"- {workload(k)}: {r:.2f}; CPU/IO {fmt(a['c']['cpu_us_per_io'], '{:.1f}')} / "
-                 f"{fmt(a['rust']['cpu_us_per_io'], '{:.1f}')} µs" for k, r, _, a in slow]
+        body += [f"- {workload(k)}: {r:.3f}; CPU/IO {fmt(a['c']['cpu_us_per_io'], '{:.1f}')} / "
+                 f"{fmt(a['rust']['cpu_us_per_io'], '{:.1f}')} µs" for k, r, a in slow]
     stats = sorted(glob.glob(os.path.join(outdir, "raw", "r*-rust*.stats")))
     if stats:
         body += ["", f"virtio_scsi_rs per-queue counters after the last run ({os.path.basename(stats[-1])}):",
