@@ -214,6 +214,28 @@ run_scan() {
 }
 
 # --- where the time goes: ftrace function_graph ----------------------------------
+# graph_start FUNCTION...: a function_graph trace of these functions alone
+# (set_ftrace_filter: what they call is not traced), each call's duration on
+# its closing line, from an empty buffer. graph_end: tracing back to nop.
+graph_start() {
+	local t=/sys/kernel/tracing f
+	echo 0 >"$t/tracing_on"
+	echo nop >"$t/current_tracer"
+	: >"$t/set_ftrace_filter"
+	for f in "$@"; do
+		echo "$f" >>"$t/set_ftrace_filter" || { log "cannot trace $f"; return 1; }
+	done
+	echo function_graph >"$t/current_tracer"
+	echo 1 >"$t/options/funcgraph-tail"
+	echo >"$t/trace"
+	echo 1 >"$t/tracing_on"
+}
+
+graph_end() {
+	echo nop >/sys/kernel/tracing/current_tracer
+	: >/sys/kernel/tracing/set_ftrace_filter
+}
+
 # Rust functions carry no fentry hook (rustc gets no -mfentry), so the trace is
 # of the C functions around each driver: scsi_queue_rq (blk-mq's submission,
 # the driver's queuecommand inside) and vring_interrupt (the virtio core's
@@ -229,13 +251,7 @@ run_trace() {
 	for d in c rust; do unload "$d"; done
 	for d in c rust; do
 		load "$d" && find_devs "$d" || { log "$d: no disks"; status=1; continue; }
-		echo 0 >"$t/tracing_on"
-		echo nop >"$t/current_tracer"
-		echo "scsi_queue_rq vring_interrupt" >"$t/set_ftrace_filter"
-		echo function_graph >"$t/current_tracer"
-		echo 1 >"$t/options/funcgraph-tail"
-		echo >"$t/trace"
-		echo 1 >"$t/tracing_on"
+		graph_start scsi_queue_rq vring_interrupt || { status=1; unload "$d"; continue; }
 		fio --name=trace --filename="$DEV_NULL" --direct=1 --rw=randread --bs=4k --ioengine=io_uring \
 			--iodepth=1 --time_based --runtime="$RUNTIME" --output=/dev/null
 		echo 0 >"$t/tracing_on"
@@ -244,8 +260,7 @@ run_trace() {
 				n = split($1, a, " "); us = a[n - 1]; f = $2; gsub(/[ ;(){}*\/]/, "", f)
 				s[f] += us; c[f]++
 			} END { for (f in s) printf "%s,%s,%d,%.2f\n", d, f, c[f], s[f] / c[f] }' "$t/trace" >>"$OUT/trace.csv"
-		echo nop >"$t/current_tracer"
-		echo >"$t/set_ftrace_filter"
+		graph_end
 		log "$d: traced"
 		unload "$d"
 	done
@@ -261,30 +276,20 @@ run_trace() {
 # round each driver runs the rows in an order drawn from COST_SEED and the
 # round. One JSON line per row, round and driver in $OUT/raw/cost.jsonl.
 cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
-	local r=$1 d=$2 name=$3 t=/sys/kernel/tracing f tr js
+	local r=$1 d=$2 name=$3 t=/sys/kernel/tracing tr js
 	shift 3
 	local fio=(fio --name="$name" --filename="$DEV_NULL" --direct=1 --size=1g --norandommap
 		--randrepeat=0 --cpus_allowed=0 "$@")
 	"${fio[@]}" --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || return 1
 	js=fio-r$r-$d-$name.json
 	"${fio[@]}" --number_ios=$((10 * COST_IOS)) --output-format=json --output="$raw/$js" >/dev/null || return 1
-	echo 0 >"$t/tracing_on"
-	echo nop >"$t/current_tracer"
-	echo 16384 >"$t/buffer_size_kb"
-	: >"$t/set_ftrace_filter"
-	for f in scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete; do
-		echo "$f" >>"$t/set_ftrace_filter" || { log "cannot trace $f"; return 1; }
-	done
-	echo function_graph >"$t/current_tracer"
-	echo 1 >"$t/options/funcgraph-tail"
-	echo >"$t/trace"
-	echo 1 >"$t/tracing_on"
+	graph_start scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete || return 1
 	"${fio[@]}" --number_ios="$COST_IOS" --output=/dev/null >/dev/null || return 1
 	echo 0 >"$t/tracing_on"
 	grep -q 'LOST' "$t/trace" && { log "$d $name: trace events lost"; return 1; }
 	tr=trace-r$r-$d-$name.txt
 	cp "$t/trace" "$raw/$tr"
-	echo nop >"$t/current_tracer"
+	graph_end
 	printf '{"round": %d, "driver": "%s", "row": "%s", "ios": %d, "fio": "%s", "trace": "%s"}\n' \
 		"$r" "$d" "$name" "$COST_IOS" "$js" "$tr" >>"$raw/cost.jsonl"
 }
@@ -292,6 +297,8 @@ cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
 run_cost() {
 	local r d order name opts status=0
 	mountpoint -q /sys/kernel/tracing || mount -t tracefs none /sys/kernel/tracing
+	# Room for a trace of COST_IOS I/Os per CPU (LOST events fail the row).
+	echo 16384 >/sys/kernel/tracing/buffer_size_kb
 	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
 	for d in c rust; do unload "$d"; done
 	for r in $(seq 1 "$ROUNDS"); do
