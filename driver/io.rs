@@ -377,7 +377,6 @@ impl Shared {
     }
 
     /// Checks the device's answer to `cmd` and hands the command back.
-    #[inline]
     fn finish(&self, q: &RequestQueue, cmd: Cmd, used_len: u32) {
         // The header once; the sense bytes after it only as many as it says.
         let resp = &cmd.private().resp;
