@@ -30,24 +30,34 @@ node() {
 	local n=(/sys/bus/scsi/devices/"$1"/"$2"/*)
 	[ -e "${n[0]}" ] && echo "/dev/${n[0]##*/}"
 }
+# nst ADDR: the non-rewinding st node of tape ADDR.
+nst() {
+	local n
+	for n in /sys/bus/scsi/devices/"$1"/scsi_tape/nst*; do
+		[[ ${n##*/} =~ ^nst[0-9]+$ ]] && { echo "/dev/${n##*/}"; return 0; }
+	done
+	return 1
+}
 # All four: the disk on both hosts (with their block devices), the tape (its
-# sg node: the test kernel has no st) and the DVD writer (sr).
+# sg node and st's) and the DVD writer (sr).
 found() {
-	local d
+	local d t
 	[ "$(by_model VIRTUAL-DISK | wc -l)" = 2 ] || return 1
 	for d in $(by_model VIRTUAL-DISK); do node "$d" block >/dev/null || return 1; done
-	node "$(by_model VIRTUAL-TAPE)" scsi_generic >/dev/null && node "$(by_model VIRTUAL-CDROM)" block >/dev/null
+	t=$(by_model VIRTUAL-TAPE)
+	node "$t" scsi_generic >/dev/null && nst "$t" >/dev/null && node "$(by_model VIRTUAL-CDROM)" block >/dev/null
 }
 check "IET VIRTUAL-DISK twice, VIRTUAL-TAPE and VIRTUAL-CDROM appear" wait_for 120 found
 lsscsi -g | diag
 tape_addr=$(by_model VIRTUAL-TAPE)
 tape=$(node "$tape_addr" scsi_generic)
+nst=$(nst "$tape_addr")
 sr=$(node "$(by_model VIRTUAL-CDROM)" block)
 # The first path is the disk on the tape's host (vs0), the second the other.
 for d in $(by_model VIRTUAL-DISK); do
 	if [ "${d%%:*}" = "${tape_addr%%:*}" ]; then da=$(node "$d" block); else db=$(node "$d" block); fi
 done
-echo "disk: $da (first initiator), $db (second); tape: $tape; DVD writer: $sr" | diag
+echo "disk: $da (first initiator), $db (second); tape: $tape and $nst; DVD writer: $sr" | diag
 
 # --- disk ----------------------------------------------------------------------
 write_pattern() {
@@ -86,8 +96,8 @@ block_limits() {
 	[ $((a << 16 | b << 8 | c)) -ge 65536 ]
 }
 # The first command of the tape's session gets the power-on UNIT ATTENTION
-# (no st to take it: sg hands it to the caller); the second must find it
-# ready.
+# (st has not opened the tape yet: sg hands it to the caller); the second
+# must find it ready.
 tur() {
 	tape 00 00 00 00 00 00 && return 0
 	echo "# first TEST UNIT READY: $(grep -m1 'Sense key' /tmp/tape.out)" >&9
@@ -121,6 +131,33 @@ check "READ(6) at the filemark: CHECK CONDITION" grep -q 'SCSI Status: Check Con
 expect_eq "... sense: fixed, FILEMARK, NO SENSE, 00/01 filemark detected, 512 not read" \
 	"${s[0]:-} ${s[2]:-} ${s[3]:-}${s[4]:-}${s[5]:-}${s[6]:-} ${s[12]:-}/${s[13]:-}" "f0 80 00000200 00/01"
 check "REWIND at the end" tape 01 00 00 00 00 00
+
+# --- tape through st: mt and tar on the non-rewinding node ---------------------
+# File 0 a tar archive of a small tree, file 1 1 MiB of 64 KiB variable
+# records; st writes the filemark after each when the writer closes.
+# file_number: the file number mt status reports.
+file_number() { mt -f "$nst" status | sed -n 's/.*File number=\([0-9-]*\).*/\1/p'; }
+rm -rf /tmp/tree /tmp/untar && mkdir -p /tmp/tree/sub /tmp/untar
+head -c 100000 /dev/urandom >/tmp/tree/a
+head -c 1 /dev/urandom >/tmp/tree/sub/b
+head -c 300000 /dev/urandom >/tmp/tree/sub/c
+head -c 1M /dev/urandom >/tmp/blob
+check "mt rewind, setblk 0 (variable records) on $nst" \
+	bash -c "mt -f '$nst' rewind && mt -f '$nst' setblk 0"
+check "tar writes a tree to $nst (file 0)" tar -cf "$nst" -b 128 -C /tmp/tree .
+check "dd writes 1 MiB in 64 KiB records (file 1)" \
+	dd if=/tmp/blob of="$nst" bs=64k status=none
+expect_eq "mt status: two files written, at file 2" "$(file_number)" 2
+check "mt rewind" mt -f "$nst" rewind
+check "tar extracts file 0 from $nst" tar -xf "$nst" -b 128 -C /tmp/untar
+check "... the tree byte for byte" diff -r /tmp/tree /tmp/untar
+check "mt rewind, fsf 1" bash -c "mt -f '$nst' rewind && mt -f '$nst' fsf 1"
+expect_eq "mt status: at file 1" "$(file_number)" 1
+check "file 1 reads back byte for byte, up to its filemark" \
+	bash -c "dd if='$nst' bs=64k status=none | cmp - /tmp/blob"
+expect_eq "mt status: past the filemark, at file 2" "$(file_number)" 2
+check "mt rewind at the end" mt -f "$nst" rewind
+expect_eq "mt status: at file 0" "$(file_number)" 0
 
 # --- persistent reservations ---------------------------------------------------
 pr() { sg_persist "$@" 2>&1; }
