@@ -9,6 +9,7 @@
 #                        [--engines 'io_uring libaio'] [--iodepths '1 32 128']
 #                        [--numjobs '1 N'] [--no-scan] [--trace]
 #                        [--cost [--ios N] [--seed S] [--rows REGEX]]
+#                        [--profile [--ios N] [--rows REGEX]]
 #
 # Defaults: the non-debug bench kernel (built into the cache on first use,
 # 30-60 min on 2 cores), 3 rounds, 2 s per fio job after 1 s of ramp, vCPUs 2,
@@ -33,6 +34,14 @@
 # (default 1); --rows REGEX: only the rows whose name matches (grep -E). Raw
 # data in raw/cost.jsonl, the table in cost.md (tools/bench/cost_report.py).
 #
+# --profile runs the same rows once per SCSI driver (--ios N I/Os each,
+# default 2000) in the same -icount guests with QEMU's pcprof plugin
+# (tools/bench/pcprof.c, built here with cc): every guest kernel instruction
+# counted, so profile.md (tools/bench/pcprof.py) has the instructions per I/O
+# of each kernel and module function, C beside Rust, largest differences
+# first: where the driver path's difference goes. Raw counts in
+# raw/pcprof-G.txt.
+#
 # The fio matrix: rounds alternate whether C runs before or after Rust (ABBA
 # over two rounds; virtio-blk first or last), and each round runs the rows
 # in its own order drawn from --seed (default 1).
@@ -47,7 +56,7 @@ top=$(cd "$here/../.." && pwd)
 # shellcheck source=tools/kernel.env
 . "$top/tools/kernel.env"
 
-kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0 cost=0 ios=2000 seed=1 rows=.
+kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0 cost=0 profile=0 ios=2000 seed=1 rows=.
 disks="null file" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
 set_rounds= set_runtime= set_ramp= set_luns=
 while [ $# -gt 0 ]; do
@@ -67,6 +76,7 @@ while [ $# -gt 0 ]; do
 	--no-scan) scan=0; shift ;;
 	--trace) trace=1; shift ;;
 	--cost) cost=1; shift ;;
+	--profile) profile=1; shift ;;
 	--ios) ios=$2; shift 2 ;;
 	--seed) seed=$2; shift 2 ;;
 	--rows) rows=$2; shift 2 ;;
@@ -84,6 +94,7 @@ fi
 numjobs=${numjobs:-"1 $cpus"}
 [ "$trace" = 0 ] || [ -n "$set_runtime" ] || runtime=5
 [ "$cost" = 0 ] || [ -n "$set_rounds" ] || rounds=3
+[ "$profile" = 0 ] || rounds=1
 say() { echo "bench: $*" >&2; }
 
 # --- kernel and module ------------------------------------------------------------
@@ -223,7 +234,7 @@ if [ "$trace" = 1 ]; then
 	column -s, -t "$out/trace.csv" 2>/dev/null || cat "$out/trace.csv"
 	exit $status
 fi
-if [ "$cost" = 1 ]; then
+if [ "$cost" = 1 ] || [ "$profile" = 1 ]; then
 	# The matrix's one-job rows on the null disk (the device costs nothing:
 	# what is counted is the guest's work).
 	for rw in $rws; do
@@ -242,6 +253,15 @@ if [ "$cost" = 1 ]; then
 	grep -E -- "^[^ ]*($rows)" "$out/cost-rows.txt" >"$out/cost-rows.sel" || { say "no row matches $rows"; exit 2; }
 	mv "$out/cost-rows.sel" "$out/cost-rows.txt"
 	: >"$out/raw/cost.jsonl"
+	mode=cost plugin= append=()
+	if [ "$profile" = 1 ]; then
+		mode=profile
+		cc -shared -fPIC -O2 -Wall -o "$out/pcprof.so" "$here/pcprof.c" -lpthread
+		marker=$(awk '$3 == "__x64_sys_sync" {print $1}' "$kdir/System.map")
+		[ -n "$marker" ] || { say "no __x64_sys_sync in $kdir/System.map"; exit 1; }
+		# The System.map's addresses are the running kernel's.
+		append=(--append nokaslr)
+	fi
 	start=$(date +%s)
 	# Under -icount the vCPUs share one instruction clock: a duration on one
 	# vCPU also counts what the other executed meanwhile. So one vCPU, except
@@ -256,12 +276,14 @@ if [ "$cost" = 1 ]; then
 			grep hipri "$out/cost-rows.txt" >"$out/cost-rows-$g.txt" || continue
 			gcpus=2 gpollq=1
 		fi
-		{ cat "$out/guest.env"; echo "POLLQ=$gpollq"; echo "COST_ROWS=$out/cost-rows-$g.txt"; } >"$out/guest-cost-$g.env"
-		say "cost guest $g (-icount, $gcpus vCPU): $rounds round(s) of $(wc -l <"$out/cost-rows-$g.txt") rows, $ios I/Os per measurement"
+		{ cat "$out/guest.env"; echo "POLLQ=$gpollq"; echo "COST_ROWS=$out/cost-rows-$g.txt"
+			echo "PROFILE_GUEST=$g"; } >"$out/guest-$mode-$g.env"
+		[ "$profile" = 0 ] || plugin="-plugin file=$out/pcprof.so,marker=0x$marker,out=$out/raw/pcprof-$g.txt"
+		say "$mode guest $g (-icount, $gcpus vCPU): $rounds round(s) of $(wc -l <"$out/cost-rows-$g.txt") rows, $ios I/Os per measurement"
 		VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$gcpus" --rwdir "$out" \
-			--qemu "-icount shift=0,sleep=off $q" \
-			-- "$out/guest.sh" "$out/guest-cost-$g.env" cost 2>"$out/guest-cost-$g.log" >&2 || status=1
-		grep -E '^(run-guest|bench-guest):' "$out/guest-cost-$g.log" >&2 || true
+			--qemu "-icount shift=0,sleep=off $plugin $q" "${append[@]}" \
+			-- "$out/guest.sh" "$out/guest-$mode-$g.env" "$mode" 2>"$out/guest-$mode-$g.log" >&2 || status=1
+		grep -E '^(run-guest|bench-guest):' "$out/guest-$mode-$g.log" >&2 || true
 	done
 	rm -rf "$out/guest.sh" "$out/modules"
 	cat >"$out/meta.env" <<EOT
@@ -279,6 +301,12 @@ FIO=$(fio --version)
 MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff --quiet HEAD -- '*.rs' || echo -dirty)
 COST_GUEST_SECONDS=$(( $(date +%s) - start ))
 EOT
+	if [ "$profile" = 1 ]; then
+		rm -f "$out/pcprof.so" "$out/raw/cost.jsonl"
+		/usr/bin/python3 "$here/pcprof.py" "$out" "$kdir/System.map" >"$out/profile.md" || status=1
+		say "table: $out/profile.md"
+		exit $status
+	fi
 	/usr/bin/python3 "$here/cost.py" merge "$out" && /usr/bin/python3 "$here/cost_report.py" "$out" || status=1
 	# Beside it, what the built objects hold on each entry point's path.
 	{ printf '\n## Static counts (tools/bench/hotpath.py)\n\n'

@@ -5,10 +5,11 @@
 #   guest.sh CONFIG scan   rounds of the many-LUN scan timing, SCSI drivers only
 #   guest.sh CONFIG trace  ftrace of each SCSI driver's submission and completion
 #   guest.sh CONFIG cost   instructions per I/O of each SCSI driver (-icount guest)
+#   guest.sh CONFIG profile  the same by function (the pcprof plugin's guest)
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
 # ROUNDS, KO, POLLQ, RUNTIME, for scan LUNS, for cost COST_ROWS, COST_IOS and
-# COST_SEED. Raw results go to $OUT/raw/.
+# COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST. Raw results go to $OUT/raw/.
 set -euo pipefail
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
@@ -275,16 +276,23 @@ run_trace() {
 # Rounds alternate which driver goes first (ABBA over two rounds); within a
 # round each driver runs the rows in an order drawn from COST_SEED and the
 # round. One JSON line per row, round and driver in $OUT/raw/cost.jsonl.
+# row_fio NAME FIO-OPTIONS...: one row's fio job on the null disk, pinned to
+# CPU 0, with more options (how many I/Os, where the report goes) at the end.
+row_fio() {
+	local name=$1
+	shift
+	fio --name="$name" --filename="$DEV_NULL" --direct=1 --size=1g --norandommap \
+		--randrepeat=0 --cpus_allowed=0 "$@"
+}
+
 cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
 	local r=$1 d=$2 name=$3 t=/sys/kernel/tracing tr js
 	shift 3
-	local fio=(fio --name="$name" --filename="$DEV_NULL" --direct=1 --size=1g --norandommap
-		--randrepeat=0 --cpus_allowed=0 "$@")
-	"${fio[@]}" --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || return 1
+	row_fio "$name" "$@" --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || return 1
 	js=fio-r$r-$d-$name.json
-	"${fio[@]}" --number_ios=$((10 * COST_IOS)) --output-format=json --output="$raw/$js" >/dev/null || return 1
+	row_fio "$name" "$@" --number_ios=$((10 * COST_IOS)) --output-format=json --output="$raw/$js" >/dev/null || return 1
 	graph_start scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete || return 1
-	"${fio[@]}" --number_ios="$COST_IOS" --output=/dev/null >/dev/null || return 1
+	row_fio "$name" "$@" --number_ios="$COST_IOS" --output=/dev/null >/dev/null || return 1
 	echo 0 >"$t/tracing_on"
 	grep -q 'LOST' "$t/trace" && { log "$d $name: trace events lost"; return 1; }
 	tr=trace-r$r-$d-$name.txt
@@ -318,10 +326,43 @@ run_cost() {
 	return $status
 }
 
+# --- instructions per I/O by function: the pcprof plugin (tools/bench/pcprof.c) ---
+# The guest runs with nokaslr under QEMU with the plugin, whose markers are
+# the kernel's __x64_sys_sync: each sync opens or closes a window. For each row of
+# $COST_ROWS and each SCSI driver: a warm-up, then a window of COST_IOS I/Os,
+# then the modules' symbols as they are loaded (the host maps addresses to
+# functions). One JSON line per window in $OUT/raw/profile-$PROFILE_GUEST.jsonl,
+# in window order.
+run_profile() {
+	local d name opts w=0 status=0 ks
+	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
+	for d in c rust; do unload "$d"; done
+	# shellcheck disable=SC2086 # fio options are words
+	while read -r name opts; do
+		for d in c rust; do
+			load "$d" "$POLLQ" && find_devs "$d" || { log "$d: no disks"; return 1; }
+			log "profile $d $name"
+			row_fio "$name" $opts --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || status=1
+			# Both syncs whatever fio does: the windows stay numbered.
+			sync
+			row_fio "$name" $opts --number_ios="$COST_IOS" --output=/dev/null >/dev/null || status=1
+			sync
+			ks=kallsyms-$PROFILE_GUEST-$w.txt
+			grep '\[' /proc/kallsyms >"$raw/$ks"
+			printf '{"window": %d, "driver": "%s", "row": "%s", "ios": %d, "kallsyms": "%s"}\n' \
+				"$w" "$d" "$name" "$COST_IOS" "$ks" >>"$raw/profile-$PROFILE_GUEST.jsonl"
+			w=$((w + 1))
+			unload "$d" || { log "$d: rmmod failed"; status=1; }
+		done
+	done <"$COST_ROWS"
+	return $status
+}
+
 case $mode in
 fio) run_fio ;;
 cost) run_cost ;;
+profile) run_profile ;;
 scan) run_scan ;;
 trace) run_trace ;;
-*) echo "guest.sh: mode must be fio, scan, trace or cost" >&2; exit 2 ;;
+*) echo "guest.sh: mode must be fio, scan, trace, cost or profile" >&2; exit 2 ;;
 esac
