@@ -8,7 +8,12 @@
 //! scanning.
 
 use crate::{bindings, dma};
-use core::{ffi::c_void, marker::PhantomData, mem::size_of, ptr::NonNull};
+use core::{
+    ffi::c_void,
+    marker::PhantomData,
+    mem::{align_of, size_of},
+    ptr::NonNull,
+};
 use kernel::{
     device,
     error::{to_result, VTABLE_DEFAULT_ERROR},
@@ -27,8 +32,10 @@ pub(crate) trait Operations: Sized + 'static {
     /// The driver's state of a host, kept in the host's private area from
     /// [`Host::add`] until the host is removed.
     type HostData: ForeignOwnable + Send + Sync;
-    /// The driver's part of every command (`cmd_size`), zeroed by the
-    /// midlayer before each `queuecommand`.
+    /// The driver's part of every command (`cmd_size`): zeroed once, when
+    /// the midlayer allocates the command (`init_cmd_priv`, which also spares
+    /// the midlayer's zeroing before each `queuecommand`), then as the
+    /// previous command on it left it.
     type CmdData: pin_init::Zeroable + Sync;
 
     /// Start `cmd` (`queuecommand`): give it to the device, complete it, or
@@ -121,7 +128,10 @@ impl<T: Operations> Template<T> {
         t.name = name.as_char_ptr();
         t.proc_name = proc_name.as_char_ptr();
         t.this_id = -1;
+        // The private area follows the command: aligned as the command is.
+        const { assert!(align_of::<T::CmdData>() <= align_of::<bindings::scsi_cmnd>()) };
         t.cmd_size = size_of::<T::CmdData>() as c_uint;
+        t.init_cmd_priv = Some(init_cmd_priv::<T>);
         t.queuecommand = Some(queuecommand::<T>);
         t.commit_rqs = if T::HAS_COMMIT_RQS {
             Some(commit_rqs::<T>)
@@ -630,9 +640,12 @@ impl<T: Operations> Command<T> {
     /// The driver's part of the command.
     pub(crate) fn private(&self) -> &T::CmdData {
         // The midlayer allocated `cmd_size` bytes for a `T::CmdData` right
-        // after the command (the template is `Template<T>`), suitably aligned.
-        // SAFETY: Those bytes, zeroed before `queuecommand` (a valid value:
-        // `Zeroable`), live while the command, borrowed through `self`, does.
+        // after the command (the template is `Template<T>`), aligned for it
+        // (checked in `Template::new`).
+        // SAFETY: Those bytes, a valid value since `init_cmd_priv` zeroed them
+        // (`Zeroable`) and changed since only through shared references
+        // (`CmdData` is `Sync`: interior mutability keeps values valid), live
+        // while the command, borrowed through `self`, does.
         unsafe { &*self.raw().add(1).cast::<T::CmdData>() }
     }
 
@@ -710,6 +723,21 @@ unsafe extern "C" fn queuecommand<T: Operations>(
             0
         }
     }
+}
+
+/// # Safety
+///
+/// Called by the midlayer once per command it allocates for a host of a
+/// `Template<T>`: `cmd` has `cmd_size` bytes for a `T::CmdData` after it.
+unsafe extern "C" fn init_cmd_priv<T: Operations>(
+    _shost: *mut bindings::Scsi_Host,
+    cmd: *mut bindings::scsi_cmnd,
+) -> c_int {
+    // SAFETY: The private area is `size_of::<T::CmdData>()` bytes right after
+    // the command (function safety), nobody else uses it yet; all zeroes is
+    // a valid `T::CmdData` (`Zeroable`).
+    unsafe { core::ptr::write_bytes(cmd.add(1).cast::<T::CmdData>(), 0, 1) };
+    0
 }
 
 /// # Safety
