@@ -14,7 +14,9 @@ use core::{cell::UnsafeCell, ffi::c_void, marker::PhantomData, mem::MaybeUninit,
 /// device writing meanwhile can make the copy stale or torn, never invalid
 /// (every byte pattern is a valid `[u8; N]`), and no Rust reference to the
 /// bytes themselves exists to be invalidated.
-#[repr(transparent)]
+///
+/// Aligned to 4 bytes, so that [`DmaBytes::read_head`] copies whole words.
+#[repr(C, align(4))]
 pub(crate) struct DmaBytes<const N: usize>(UnsafeCell<[u8; N]>);
 
 // SAFETY: Every access is a volatile copy of plain bytes (see the type's
@@ -25,14 +27,20 @@ unsafe impl<const N: usize> Sync for DmaBytes<N> {}
 unsafe impl<const N: usize> pin_init::Zeroable for DmaBytes<N> {}
 
 impl<const N: usize> DmaBytes<N> {
-    /// A copy of the first `M` bytes as they are now (`M <= N`, checked at
-    /// build time).
+    /// A copy of the first `M` bytes as they are now (`M <= N`, a multiple
+    /// of 4, checked at build time), read a 32-bit word at a time.
     pub(crate) fn read_head<const M: usize>(&self) -> [u8; M] {
-        const { assert!(M <= N) };
-        // SAFETY: The first `M <= N` bytes are inside the array `&self`
-        // points to (alignment 1); any bytes are a valid value (type
-        // documentation).
-        unsafe { self.0.get().cast::<[u8; M]>().read_volatile() }
+        const { assert!(M <= N && M % 4 == 0) };
+        let base = self.0.get().cast::<u32>();
+        let mut out = [0u8; M];
+        for (i, word) in out.chunks_exact_mut(4).enumerate() {
+            // SAFETY: Bytes `4 * i .. 4 * i + 4` lie within the first
+            // `M <= N` bytes of the array `&self` points to, which is aligned
+            // to 4 (the type's `align`); any bits are a valid `u32`.
+            let w = unsafe { base.add(i).read_volatile() };
+            word.copy_from_slice(&w.to_ne_bytes());
+        }
+        out
     }
 
     /// Copies the bytes from `offset` on as they are now into `out`, as many
