@@ -123,14 +123,13 @@ impl<'a> SgChain<'a> {
 /// for `'a` until [`Sgs::lower`] lets the borrow go.
 pub(crate) struct Sgs<'a> {
     raw: RawSgs,
-    /// A piece was refused (too many, or readable after writable).
-    bad: bool,
     _life: PhantomData<&'a ()>,
 }
 
 impl<'a> Sgs<'a> {
-    /// Pieces one request may have.
-    pub(crate) const MAX: usize = 6;
+    /// Pieces one request may have: a header, protection information,
+    /// data and a response (a request carries data one way only).
+    pub(crate) const MAX: usize = 4;
 
     pub(crate) fn new() -> Self {
         Self {
@@ -139,8 +138,8 @@ impl<'a> Sgs<'a> {
                 n: 0,
                 out: 0,
                 inn: 0,
+                bad: false,
             },
-            bad: false,
             _life: PhantomData,
         }
     }
@@ -148,7 +147,7 @@ impl<'a> Sgs<'a> {
     fn push(&mut self, p: RawPiece, readable: bool) {
         let r = &mut self.raw;
         if r.n >= Self::MAX || (readable && r.inn > 0) {
-            self.bad = true;
+            r.bad = true;
             return;
         }
         r.pieces[r.n] = p;
@@ -181,13 +180,9 @@ impl<'a> Sgs<'a> {
     }
 
     /// The pieces without their borrow, for the queue to use once the owner
-    /// of what they describe has been given away. `EINVAL` if a piece was
-    /// refused or there is none.
-    pub(crate) fn lower(self) -> kernel::error::Result<RawSgs> {
-        if self.bad || self.raw.n == 0 {
-            return Err(kernel::error::code::EINVAL);
-        }
-        Ok(self.raw)
+    /// of what they describe has been given away.
+    pub(crate) fn lower(self) -> RawSgs {
+        self.raw
     }
 }
 
@@ -204,15 +199,21 @@ pub(crate) struct RawSgs {
     n: usize,
     out: u32,
     inn: u32,
+    /// A piece was refused (too many, or readable after writable).
+    bad: bool,
 }
 
 impl RawSgs {
     /// Calls `f` with the C arrays `virtqueue_add_sgs` takes (the list
-    /// pointers, readable and writable counts), built on the stack.
+    /// pointers, readable and writable counts), built on the stack. `EINVAL`
+    /// without calling it if a piece was refused or there is none.
     pub(crate) fn with_lists<R>(
         &self,
         f: impl FnOnce(&mut [*mut bindings::scatterlist], u32, u32) -> R,
-    ) -> R {
+    ) -> kernel::error::Result<R> {
+        if self.bad || self.n == 0 {
+            return Err(kernel::error::code::EINVAL);
+        }
         // Only the entries used are initialised, by `sg_init_one`.
         let mut ones = [const { MaybeUninit::<bindings::scatterlist>::uninit() }; Sgs::MAX];
         let mut lists = [core::ptr::null_mut(); Sgs::MAX];
@@ -229,6 +230,6 @@ impl RawSgs {
                 }
             };
         }
-        f(&mut lists[..self.n], self.out, self.inn)
+        Ok(f(&mut lists[..self.n], self.out, self.inn))
     }
 }

@@ -381,10 +381,7 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         build(&tok, &mut sgs);
         // The lists lose the borrow of `tok` here, but what they describe
         // stays valid until the token comes back (`dma::Owned`).
-        let raw_sgs = match sgs.lower() {
-            Ok(r) => r,
-            Err(e) => return Err((tok, e)),
-        };
+        let raw_sgs = sgs.lower();
         let vq = self.as_raw();
         let raw = tok.into_raw();
         let ret = raw_sgs.with_lists(|lists, out, inn| {
@@ -402,12 +399,14 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
                 )
             }
         });
-        if ret == 0 {
-            return Ok(());
-        }
-        // SAFETY: On failure the ring did not take `raw`, which came from
-        // `into_raw` just above.
-        to_result(ret).map_err(|e| (unsafe { Tok::from_raw(raw) }, e))
+        let e = match ret {
+            Ok(0) => return Ok(()),
+            Ok(errno) => Error::from_errno(errno),
+            Err(e) => e,
+        };
+        // SAFETY: On failure (or lists refused before the call) the ring did
+        // not take `raw`, which came from `into_raw` just above.
+        Err((unsafe { Tok::from_raw(raw) }, e))
     }
 
     /// Takes the next used buffer: its token and the length the device claims
