@@ -118,12 +118,11 @@ impl<'a> SgChain<'a> {
 }
 
 /// The buffers of one device request, in the order the device takes them:
-/// every device-readable piece before every device-writable one. Kept as
-/// raw pointers from the start (a chain or a single buffer each), borrowed
-/// for `'a` until [`Sgs::lower`] lets the borrow go.
+/// every device-readable piece before every device-writable one, written
+/// straight into the C lists of an [`SgLists`] (a single buffer gets an
+/// entry of the lists' own), borrowed for `'a`.
 pub(crate) struct Sgs<'a> {
-    raw: RawSgs,
-    _life: PhantomData<&'a ()>,
+    l: &'a mut SgLists,
 }
 
 impl<'a> Sgs<'a> {
@@ -131,71 +130,78 @@ impl<'a> Sgs<'a> {
     /// data and a response (a request carries data one way only).
     pub(crate) const MAX: usize = 4;
 
-    pub(crate) fn new() -> Self {
-        Self {
-            raw: RawSgs {
-                pieces: [RawPiece::Chain(core::ptr::null_mut()); Self::MAX],
-                n: 0,
-                out: 0,
-                inn: 0,
-                bad: false,
-            },
-            _life: PhantomData,
+    /// Describes a request into `l`, emptied first.
+    pub(crate) fn new(l: &'a mut SgLists) -> Self {
+        l.n = 0;
+        l.out = 0;
+        l.inn = 0;
+        l.bad = false;
+        Self { l }
+    }
+
+    /// The next list slot, if a piece is allowed there (room left, no
+    /// readable piece after a writable one); else the lists are refused.
+    fn slot(&mut self, readable: bool) -> Option<usize> {
+        let l = &mut *self.l;
+        if l.n >= Self::MAX || (readable && l.inn > 0) {
+            l.bad = true;
+            return None;
+        }
+        if readable {
+            l.out += 1;
+        } else {
+            l.inn += 1;
+        }
+        l.n += 1;
+        Some(l.n - 1)
+    }
+
+    fn one(&mut self, ptr: *mut c_void, len: u32, readable: bool) {
+        if let Some(i) = self.slot(readable) {
+            let sg = self.l.ones[i].as_mut_ptr();
+            // SAFETY: `sg` is valid for writes of one scatterlist, which
+            // `sg_init_one` initialises whole (it clears the entry before
+            // setting it) to record `ptr` and `len`.
+            unsafe { bindings::sg_init_one(sg, ptr, len) };
+            self.l.lists[i] = sg;
         }
     }
 
-    fn push(&mut self, p: RawPiece, readable: bool) {
-        let r = &mut self.raw;
-        if r.n >= Self::MAX || (readable && r.inn > 0) {
-            r.bad = true;
-            return;
-        }
-        r.pieces[r.n] = p;
-        r.n += 1;
-        if readable {
-            r.out += 1;
-        } else {
-            r.inn += 1;
+    fn chain(&mut self, sgl: *mut bindings::scatterlist, readable: bool) {
+        if let Some(i) = self.slot(readable) {
+            self.l.lists[i] = sgl;
         }
     }
 
     /// The first `len` bytes (at most `N`) of `b`, for the device to read.
     pub(crate) fn readable<const N: usize>(&mut self, b: &'a DmaBytes<N>, len: usize) {
-        self.push(RawPiece::One(b.as_ptr(), len.min(N) as u32), true);
+        self.one(b.as_ptr(), len.min(N) as u32, true);
     }
 
     /// `b`, for the device to write.
     pub(crate) fn writable<const N: usize>(&mut self, b: &'a DmaBytes<N>) {
-        self.push(RawPiece::One(b.as_ptr(), N as u32), false);
+        self.one(b.as_ptr(), N as u32, false);
     }
 
     /// A chain for the device to read.
     pub(crate) fn readable_chain(&mut self, c: SgChain<'a>) {
-        self.push(RawPiece::Chain(c.as_raw()), true);
+        self.chain(c.as_raw(), true);
     }
 
     /// A chain for the device to write.
     pub(crate) fn writable_chain(&mut self, c: SgChain<'a>) {
-        self.push(RawPiece::Chain(c.as_raw()), false);
-    }
-
-    /// The pieces without their borrow, for the queue to use once the owner
-    /// of what they describe has been given away.
-    pub(crate) fn lower(self) -> RawSgs {
-        self.raw
+        self.chain(c.as_raw(), false);
     }
 }
 
-#[derive(Clone, Copy)]
-enum RawPiece {
-    Chain(*mut bindings::scatterlist),
-    One(*mut c_void, u32),
-}
-
-/// The pieces of an [`Sgs`] as raw pointers: only a queue that took the
-/// owner of the memory uses them.
-pub(crate) struct RawSgs {
-    pieces: [RawPiece; Sgs::MAX],
+/// The C lists `virtqueue_add_sgs` takes, as an [`Sgs`] wrote them, kept
+/// where the queue adds the request (its stack): they outlive the borrow of
+/// what they describe, which only a queue that took the owner uses.
+pub(crate) struct SgLists {
+    /// The entries of single buffers; entry `i` initialised when `lists[i]`
+    /// points to it.
+    ones: [MaybeUninit<bindings::scatterlist>; Sgs::MAX],
+    lists: [*mut bindings::scatterlist; Sgs::MAX],
     n: usize,
     out: u32,
     inn: u32,
@@ -203,33 +209,26 @@ pub(crate) struct RawSgs {
     bad: bool,
 }
 
-impl RawSgs {
-    /// Calls `f` with the C arrays `virtqueue_add_sgs` takes (the list
-    /// pointers, readable and writable counts), built on the stack. `EINVAL`
-    /// without calling it if a piece was refused or there is none.
-    pub(crate) fn with_lists<R>(
-        &self,
-        f: impl FnOnce(&mut [*mut bindings::scatterlist], u32, u32) -> R,
-    ) -> kernel::error::Result<R> {
+impl SgLists {
+    pub(crate) fn new() -> Self {
+        Self {
+            ones: [const { MaybeUninit::uninit() }; Sgs::MAX],
+            lists: [core::ptr::null_mut(); Sgs::MAX],
+            n: 0,
+            out: 0,
+            inn: 0,
+            bad: false,
+        }
+    }
+
+    /// The list pointers with the readable and writable counts; `EINVAL` if
+    /// a piece was refused or there is none.
+    pub(crate) fn get(
+        &mut self,
+    ) -> kernel::error::Result<(&mut [*mut bindings::scatterlist], u32, u32)> {
         if self.bad || self.n == 0 {
             return Err(kernel::error::code::EINVAL);
         }
-        // Only the entries used are initialised, by `sg_init_one`.
-        let mut ones = [const { MaybeUninit::<bindings::scatterlist>::uninit() }; Sgs::MAX];
-        let mut lists = [core::ptr::null_mut(); Sgs::MAX];
-        for (i, p) in self.pieces[..self.n].iter().enumerate() {
-            lists[i] = match *p {
-                RawPiece::Chain(c) => c,
-                RawPiece::One(ptr, len) => {
-                    let sg = ones[i].as_mut_ptr();
-                    // SAFETY: `sg` is valid for writes of one scatterlist,
-                    // which `sg_init_one` initialises whole (it clears the
-                    // entry before setting it) to record `ptr` and `len`.
-                    unsafe { bindings::sg_init_one(sg, ptr, len) };
-                    sg
-                }
-            };
-        }
-        Ok(f(&mut lists[..self.n], self.out, self.inn))
+        Ok((&mut self.lists[..self.n], self.out, self.inn))
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::{
     bindings,
-    dma::{self, Sgs},
+    dma::{self, SgLists, Sgs},
 };
 use core::{
     cell::UnsafeCell,
@@ -377,36 +377,36 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         tok: Tok,
         build: impl for<'b> FnOnce(&'b Tok, &mut Sgs<'b>),
     ) -> Result<(), (Tok, Error)> {
-        let mut sgs = Sgs::new();
-        build(&tok, &mut sgs);
+        let mut sgl = SgLists::new();
+        build(&tok, &mut Sgs::new(&mut sgl));
         // The lists lose the borrow of `tok` here, but what they describe
         // stays valid until the token comes back (`dma::Owned`).
-        let raw_sgs = sgs.lower();
+        let (lists, out, inn) = match sgl.get() {
+            Ok(l) => l,
+            Err(e) => return Err((tok, e)),
+        };
         let vq = self.as_raw();
         let raw = tok.into_raw();
-        let ret = raw_sgs.with_lists(|lists, out, inn| {
-            // The lists describe memory valid while the token is on the ring
-            // (`dma::Owned`); the C code reads them during the call only.
-            // SAFETY: The queue is live, `&mut self` serialises ring ops.
-            unsafe {
-                bindings::virtqueue_add_sgs(
-                    vq,
-                    lists.as_mut_ptr(),
-                    out,
-                    inn,
-                    raw.as_ptr(),
-                    bindings::GFP_ATOMIC,
-                )
-            }
-        });
-        let e = match ret {
-            Ok(0) => return Ok(()),
-            Ok(errno) => Error::from_errno(errno),
-            Err(e) => e,
+        // The lists describe memory valid while the token is on the ring
+        // (`dma::Owned`) and entries in `sgl`, alive during the call, the
+        // only time the C code reads them.
+        // SAFETY: The queue is live, `&mut self` serialises ring ops.
+        let ret = unsafe {
+            bindings::virtqueue_add_sgs(
+                vq,
+                lists.as_mut_ptr(),
+                out,
+                inn,
+                raw.as_ptr(),
+                bindings::GFP_ATOMIC,
+            )
         };
-        // SAFETY: On failure (or lists refused before the call) the ring did
-        // not take `raw`, which came from `into_raw` just above.
-        Err((unsafe { Tok::from_raw(raw) }, e))
+        if ret == 0 {
+            return Ok(());
+        }
+        // SAFETY: On failure the ring did not take `raw`, which came from
+        // `into_raw` just above.
+        Err((unsafe { Tok::from_raw(raw) }, Error::from_errno(ret)))
     }
 
     /// Takes the next used buffer: its token and the length the device claims
