@@ -109,14 +109,21 @@ if [ -n "${VSRS_BENCH_KO:-}" ]; then
 else
 	# A module must be built against the kernel it is loaded into: build a copy
 	# of the sources per kernel build, so the tree's own .ko (test kernel) stays.
+	# The build directory is shared by every run against this kernel: one
+	# run at a time builds there and takes a copy of its module.
 	mdir=$VSRS_CACHE/bench-module/$(basename "$kdir")
 	mkdir -p "$mdir"
+	exec {mlock}>"$mdir.lock"
+	flock "$mlock"
 	(cd "$top" && git ls-files -z --cached --others --exclude-standard -- ':!:bench' ':!:protocol/target' |
 		rsync -a --from0 --files-from=- ./ "$mdir/")
 	say "building the module against $kdir"
 	# shellcheck disable=SC2046 # make words
 	make -s -C "$kdir" M="$mdir" CONFIG_VIRTIO_SCSI_RS=m $(tr '\n' ' ' <"$kdir/.vsrs-make-args") modules >&2
-	ko=$mdir/virtio_scsi_rs.ko
+	ko=$(mktemp /tmp/vsrs-bench-ko.XXXXXX) tmp_ko=$ko
+	trap 'rm -f "$tmp_ko"' EXIT
+	cp "$mdir/virtio_scsi_rs.ko" "$ko"
+	flock -u "$mlock"
 fi
 [ -f "$ko" ] || { say "no module at $ko"; exit 1; }
 
@@ -207,7 +214,7 @@ EOT
 
 # --- the guest ----------------------------------------------------------------------
 img=$(mktemp -d /dev/shm/vsrs-bench.XXXXXX)
-trap 'rm -rf "$img"' EXIT
+trap 'rm -rf "$img" ${tmp_ko:+"$tmp_ko"}' EXIT
 # tmpfs-backed raw files, allocated up front so every driver sees the same state.
 for f in scsi blk; do fallocate -l 1G "$img/$f.raw"; done
 q="-object iothread,id=iot0"
