@@ -81,12 +81,12 @@ def main(out):
                 per_round = [rs[k][col] / c[k][col] for k in sorted(set(c) & set(rs))
                              if rs[k][col] is not None and c[k][col]]
                 lo, hi = (min(per_round), max(per_round)) if per_round else (0, 0)
-                bold = "**" if hi < 1.0 else ""
+                bold = "**" if len(per_round) >= 2 and hi < 1.0 else ""
                 cells.append(f"{bold}{mr / mc:.3f}{bold} [{lo:.3f}, {hi:.3f}]")
                 summary.setdefault(col, []).append(mr / mc)
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Bold: every round's ratio is below 1.00.")
+    lines.append("Bold: at least two rounds, and every round's ratio below 1.00.")
     for col, label in (("fio", "fio CPU/IO"), ("path", "driver path/IO")):
         v = summary.get(col)
         if v:
