@@ -140,8 +140,6 @@ impl RequestQueue {
 pub(super) enum Reaper {
     /// The queue's interrupt.
     Interrupt,
-    /// blk-mq polling (`mq_poll`).
-    Poll,
     /// Error handling, after a TMF.
     ErrorHandler,
 }
@@ -320,15 +318,8 @@ impl Shared {
                 if by == Reaper::Interrupt {
                     vq.disable_cb();
                 }
-                while let Some((cmd, len)) = vq.get_buf() {
-                    returned(inflight, &cmd, &q.stats);
-                    self.finish(q, cmd, len);
-                    n += 1;
-                }
+                n += self.drain(q, vq, inflight);
                 match by {
-                    // Polling runs often and finds nothing most times: a
-                    // broken poll queue shows at the next submission (`EIO`).
-                    Reaper::Poll => break false,
                     Reaper::ErrorHandler => break vq.is_broken(),
                     // Re-arm the interrupt; if buffers were used meanwhile,
                     // go again. A broken queue interrupts no more.
@@ -344,9 +335,40 @@ impl Shared {
         }
         if n > 0 {
             q.stats.completed.fetch_add(n as u64, Relaxed);
-            if by == Reaper::Poll {
-                q.stats.polled.fetch_add(n as u64, Relaxed);
-            }
+        }
+        n
+    }
+
+    /// `mq_poll`: completes what the device has finished on poll queue `i`;
+    /// how many. Polling runs often and finds nothing most times, so it does
+    /// only that: a broken poll queue shows at the next submission (`EIO`).
+    pub(super) fn poll(&self, i: usize) -> i32 {
+        let Some(q) = self.queues.get(i) else {
+            return 0;
+        };
+        let mut g = q.state.lock();
+        let ReqState { vq, inflight } = &mut *g;
+        let n = match vq.as_mut() {
+            Some(vq) => self.drain(q, vq, inflight),
+            None => 0,
+        };
+        drop(g);
+        if n > 0 {
+            q.stats.completed.fetch_add(n as u64, Relaxed);
+            q.stats.polled.fetch_add(n as u64, Relaxed);
+        }
+        n
+    }
+
+    /// Completes every command the device has finished on `vq`, request
+    /// queue `q`'s (whose lock the caller holds); how many.
+    #[inline(always)]
+    fn drain(&self, q: &RequestQueue, vq: &mut Virtqueue<Cmd>, inflight: &mut [u64]) -> i32 {
+        let mut n = 0;
+        while let Some((cmd, len)) = vq.get_buf() {
+            returned(inflight, &cmd, &q.stats);
+            self.finish(q, cmd, len);
+            n += 1;
         }
         n
     }

@@ -101,7 +101,7 @@ impl scsi::Operations for Ops {
     }
 
     fn mq_poll(host: HostRef<'_, Self>, hwq: u32) -> i32 {
-        host.complete(hwq as usize, io::Reaper::Poll)
+        host.poll(hwq as usize)
     }
 
     fn map_queues(host: HostRef<'_, Self>, maps: &mut QueueMaps<'_>) {
