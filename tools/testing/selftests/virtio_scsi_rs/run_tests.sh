@@ -433,18 +433,23 @@ guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during r
 # target for each driver (a DVD+R is burnt once). The ISO is made here: the
 # guest sees the host's /tmp.
 pt_ini=iqn.2026-12.invalid.vsrs:guest
+# tgt_up NAME DIR: a fresh target in $img_dir/DIR for case NAME, bound to both
+# initiator names; one result line. Sets $tgt_dir, and $target to "PORTAL IQN".
+tgt_up() {
+	tgt_dir=$img_dir/$2
+	if ! target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$pt_ini-a" "$pt_ini-b" 2>"$img_dir/tgt.err"); then
+		result fail "$1: a tgtd serves the disk, tape and DVD+R over iSCSI"
+		sed 's/^/# /' "$img_dir/tgt.err"
+		tgt_dir=
+		return 1
+	fi
+	result ok "$1: a tgtd serves the disk, tape and DVD+R over iSCSI"
+	echo "# $1: iSCSI target $target"
+}
 passthrough() { # DRIVER NAME
 	local name="passthrough $2" target portal iqn b opts
 	selected "$name" || return 0
-	tgt_dir=$img_dir/tgt-$1
-	if ! target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$pt_ini-a" "$pt_ini-b" 2>"$img_dir/tgt.err"); then
-		result fail "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
-		sed 's/^/# /' "$img_dir/tgt.err"
-		tgt_dir=
-		return 0
-	fi
-	result ok "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
-	echo "# $name: iSCSI target $target"
+	tgt_up "$name" "tgt-$1" || return 0
 	if [ ! -f "$img_dir/burn.iso" ]; then
 		mkdir -p "$img_dir/iso"
 		head -c 3M /dev/urandom >"$img_dir/iso/random.bin"
