@@ -20,6 +20,9 @@ DEBS=(
 	# loopback, reached by QEMU's libiscsi driver), what the guest burns and
 	# tapes with, and iscsi-perf for the host's own reference numbers.
 	tgt qemu-block-extra libiscsi-bin dvd+rw-tools genisoimage mt-st
+	# The multipath case: dm-multipath maps built with dmsetup in the guest,
+	# fio's JSON read there with jq.
+	dmsetup jq
 )
 
 missing=()

@@ -32,11 +32,6 @@ lsscsi | diag
 now() { echo "${EPOCHREALTIME/./}"; }
 elapsed() { local d=$(($(now) - $1)); printf '%d.%02d' $((d / 1000000)) $((d % 1000000 / 10000)); }
 
-# The block device of H:0:T:L, or nothing.
-blockdev_of() {
-	local b=(/sys/bus/scsi/devices/"$1"/block/*)
-	[ -e "${b[0]}" ] && echo "/dev/${b[0]##*/}"
-}
 # wait_until SECS COMMAND...: COMMAND succeeds within SECS (polled every 50 ms).
 wait_until() {
 	local end=$(($(now) + ${1%.*} * 1000000))
@@ -46,8 +41,6 @@ wait_until() {
 		sleep 0.05
 	done
 }
-has_blockdev() { [ -n "$(blockdev_of "$1")" ]; }
-no_scsi_dev() { ! [ -e "/sys/bus/scsi/devices/$1" ]; }
 # wait_present ADDR SECS: the disk at ADDR has a block device within SECS.
 wait_present() { wait_until "$2" has_blockdev "$1"; }
 # wait_absent ADDR SECS: the SCSI device ADDR is gone within SECS.
@@ -58,10 +51,6 @@ node_null() { # NODE SIZE
 }
 hd_add() { # ID NODE BUS TARGET LUN
 	qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"scsi-hd\",\"id\":\"$1\",\"drive\":\"$2\",\"bus\":\"$3\",\"scsi-id\":$4,\"lun\":$5,\"serial\":\"$1\"}}" >/dev/null
-}
-dev_del() { # ID: device_del and wait for QEMU's DEVICE_DELETED
-	qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"$1\"}}" >/dev/null &&
-		qmp_wait_event DEVICE_DELETED 30 "{\"device\":\"$1\"}" >/dev/null
 }
 
 # timed DESC START WAIT ADDR: one result: WAIT ADDR (wait_present or

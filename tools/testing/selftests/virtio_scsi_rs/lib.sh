@@ -359,6 +359,21 @@ qmp_wait_event() {
 	qmp "{\"wait-event\":\"$1\",\"timeout\":${2:-10}${3:+,\"data\":$3}}"
 }
 qmp_clear_events() { qmp '{"clear-events":true}' >/dev/null; }
+# dev_del ID: device_del and wait for QEMU's DEVICE_DELETED.
+dev_del() {
+	qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"$1\"}}" >/dev/null &&
+		qmp_wait_event DEVICE_DELETED 30 "{\"device\":\"$1\"}" >/dev/null
+}
+
+# The block device of the SCSI device H:C:T:L, or nothing.
+blockdev_of() {
+	local b=(/sys/bus/scsi/devices/"$1"/block/*)
+	[ -e "${b[0]}" ] && echo "/dev/${b[0]##*/}"
+}
+# has_blockdev ADDR / no_scsi_dev ADDR: the SCSI device ADDR has a block
+# device / is gone.
+has_blockdev() { [ -n "$(blockdev_of "$1")" ]; }
+no_scsi_dev() { ! [ -e "/sys/bus/scsi/devices/$1" ]; }
 
 # wait_deadline PID SECS: waits for a background job of this shell; its exit
 # status, or 124 (the job left running, e.g. stuck in D state) after SECS.

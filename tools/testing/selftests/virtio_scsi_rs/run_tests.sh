@@ -433,18 +433,23 @@ guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during r
 # target for each driver (a DVD+R is burnt once). The ISO is made here: the
 # guest sees the host's /tmp.
 pt_ini=iqn.2026-12.invalid.vsrs:guest
+# tgt_up NAME DIR: a fresh target in $img_dir/DIR for case NAME, bound to both
+# initiator names; one result line. Sets $tgt_dir, and $target to "PORTAL IQN".
+tgt_up() {
+	tgt_dir=$img_dir/$2
+	if ! target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$pt_ini-a" "$pt_ini-b" 2>"$img_dir/tgt.err"); then
+		result fail "$1: a tgtd serves the disk, tape and DVD+R over iSCSI"
+		sed 's/^/# /' "$img_dir/tgt.err"
+		tgt_dir=
+		return 1
+	fi
+	result ok "$1: a tgtd serves the disk, tape and DVD+R over iSCSI"
+	echo "# $1: iSCSI target $target"
+}
 passthrough() { # DRIVER NAME
 	local name="passthrough $2" target portal iqn b opts
 	selected "$name" || return 0
-	tgt_dir=$img_dir/tgt-$1
-	if ! target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$pt_ini-a" "$pt_ini-b" 2>"$img_dir/tgt.err"); then
-		result fail "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
-		sed 's/^/# /' "$img_dir/tgt.err"
-		tgt_dir=
-		return 0
-	fi
-	result ok "$name: a tgtd serves the disk, tape and DVD+R over iSCSI"
-	echo "# $name: iSCSI target $target"
+	tgt_up "$name" "tgt-$1" || return 0
 	if [ ! -f "$img_dir/burn.iso" ]; then
 		mkdir -p "$img_dir/iso"
 		head -c 3M /dev/urandom >"$img_dir/iso/random.bin"
@@ -470,6 +475,32 @@ passthrough() { # DRIVER NAME
 }
 passthrough rs virtio_scsi_rs
 passthrough c "C driver"
+
+# --- issue 16 item 5: multipath inside the guest (multipath.sh) ----------------
+# One LUN through two controllers, twice: a file QEMU serves as two scsi-hd
+# with the same serial and WWN (share-rw=on), vs0 target 0 and vs1 target 2;
+# the tgt disk through two iSCSI sessions (scsi-block), vs0 target 1 and vs1
+# target 3. The guest builds a dm-multipath map over each pair.
+multipath() { # DRIVER NAME
+	local name="multipath $2" target portal iqn b opts wwn=0x5000c500a1b2c3d4
+	selected "$name" || return 0
+	tgt_up "$name" "tgt-mp-$1" || return 0
+	read -r portal iqn <<<"$target"
+	b="driver=iscsi,transport=tcp,portal=$portal,target=$iqn,lun=1"
+	truncate -s 64M "$img_dir/mp.raw"
+	opts="-device virtio-scsi-pci,id=vs0 -device virtio-scsi-pci,id=vs1"
+	opts+=" -blockdev driver=file,filename=$img_dir/mp.raw,node-name=mp,cache.direct=off"
+	opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=mp,id=mpa,serial=vsrs-mp,wwn=$wwn,share-rw=on"
+	opts+=" -device scsi-hd,bus=vs1.0,scsi-id=2,lun=0,drive=mp,id=mpb,serial=vsrs-mp,wwn=$wwn,share-rw=on"
+	opts+=" -blockdev $b,initiator-name=$pt_ini-a,node-name=ia -device scsi-block,bus=vs0.0,scsi-id=1,lun=1,drive=ia,id=isa"
+	opts+=" -blockdev $b,initiator-name=$pt_ini-b,node-name=ib -device scsi-block,bus=vs1.0,scsi-id=3,lun=1,drive=ib,id=isb"
+	guest "$name" "--ctl --no-default-disks --qemu '$opts'" \
+		"VSRS_DRIVER=$1 VSRS_MP_WWN=$wwn${VSRS_MP_RUNTIME:+ VSRS_MP_RUNTIME=$VSRS_MP_RUNTIME}" multipath.sh
+	"$top/tools/tgt-target.sh" stop "$tgt_dir"
+	tgt_dir=
+}
+multipath rs virtio_scsi_rs
+multipath c "C driver"
 
 echo "1..$n"
 [ "$known" -eq 0 ] || echo "# known kernel reports counted apart (not failures): $known"
