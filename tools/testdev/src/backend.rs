@@ -192,13 +192,18 @@ impl Backend {
             if o.stray {
                 let _ = vring.add_used(head, o.used_len);
             }
-            any = true;
+            // A completion without notification: the driver sees it with
+            // the next one that notifies (or never, and times it out).
+            any |= !o.quiet;
         }
         if any {
             self.signal(vring);
         }
         if q == EVENT_QUEUE as usize {
             self.dev.event_bufs = self.ev_bufs.len();
+        }
+        // Events a request's fuzz lie queued go out now.
+        if q == EVENT_QUEUE as usize || !self.dev.pending_events.is_empty() {
             self.deliver_events(vrings);
         }
         Ok(())

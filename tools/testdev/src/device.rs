@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::fuzz::{Fuzz, Lie};
 use crate::scsi::{self, Kind, Lun};
 
 pub const CDB_SIZE: usize = 32;
@@ -23,9 +24,14 @@ pub const S_OVERRUN: u8 = 1;
 pub const S_ABORTED: u8 = 2;
 pub const S_BAD_TARGET: u8 = 3;
 pub const S_RESET: u8 = 4;
+pub const S_BUSY: u8 = 5;
+pub const S_TRANSPORT_FAILURE: u8 = 6;
+pub const S_TARGET_FAILURE: u8 = 7;
+pub const S_NEXUS_FAILURE: u8 = 8;
 pub const S_FAILURE: u8 = 9;
 pub const S_FUNCTION_SUCCEEDED: u8 = 10;
 pub const S_FUNCTION_REJECTED: u8 = 11;
+pub const S_INCORRECT_LUN: u8 = 12;
 
 pub const T_TMF: u32 = 0;
 pub const T_AN_QUERY: u32 = 1;
@@ -78,6 +84,8 @@ fn u32le(b: &[u8]) -> u32 {
 pub enum Fault {
     /// Used length `extra` bytes past the end of the driver's buffers.
     UsedLenOver(u32),
+    /// Used length this many bytes (if that is less than the true one).
+    UsedLenShort(u32),
     /// sense_len field set to this (larger than the 96-byte sense buffer).
     SenseLen(u32),
     /// Residual `extra` bytes larger than the transfer.
@@ -86,6 +94,8 @@ pub enum Fault {
     Response(u8),
     /// CHECK CONDITION with this sense key/ASC/ASCQ; the command is not run.
     Sense(u8, u8, u8),
+    /// This SCSI status byte, no sense; the command is not run.
+    Status(u8),
     /// Complete after this many ms; None: only when released (or aborted).
     Hold(Option<u64>),
     /// PI: report a guard check error (the command's data is returned).
@@ -111,6 +121,8 @@ pub struct Rule {
     /// On the control queue instead of the request queues: Hold and
     /// Response apply to TMFs.
     pub ctrl: bool,
+    /// Put there by the fuzz mode for one request: removed after it.
+    pub fuzz: bool,
 }
 
 impl Rule {
@@ -154,6 +166,8 @@ pub struct Outcome {
     pub tag: u64,
     /// Also complete the head a second time (Fault::Stray).
     pub stray: bool,
+    /// Complete it without notifying the driver (fuzz: no_notify).
+    pub quiet: bool,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -188,6 +202,8 @@ pub struct Device {
     /// Shortest and longest time (ms) a held request was held before a TMF
     /// ended it, since the last "clear".
     pub tmf_ended_ms: Option<(u64, u64)>,
+    /// Fuzz mode (fuzz.rs): lies decided per request, told by the rules.
+    pub fuzz: Option<Fuzz>,
 }
 
 impl Device {
@@ -204,6 +220,7 @@ impl Device {
             event_bufs: 0,
             acked_features: 0,
             tmf_ended_ms: None,
+            fuzz: None,
         }
     }
 
@@ -248,15 +265,99 @@ impl Device {
         Some(r.clone())
     }
 
-    /// One request-queue message: `req` is all the driver's readable bytes
-    /// (header and data-out), `in_cap` the size of its writable buffers.
-    pub fn handle_cmd(&mut self, req: &[u8], in_cap: usize) -> Outcome {
-        self.stats.cmds += 1;
-        let hdr = if self.t10_pi {
+    fn cmd_hdr_size(&self) -> usize {
+        if self.t10_pi {
             CMD_REQ_PI_SIZE
         } else {
             CMD_REQ_SIZE
+        }
+    }
+
+    /// One request-queue message: `req` is all the driver's readable bytes
+    /// (header and data-out), `in_cap` the size of its writable buffers.
+    pub fn handle_cmd(&mut self, req: &[u8], in_cap: usize) -> Outcome {
+        let lie = self.fuzz_cmd(req);
+        let mut o = self.run_cmd(req, in_cap);
+        self.fuzz_told(lie, &mut o);
+        o
+    }
+
+    /// Fuzz mode: the lie (if any) about this request, set up as a one-shot
+    /// rule matching it alone (first in the table), or its events queued.
+    fn fuzz_cmd(&mut self, req: &[u8]) -> Option<(usize, Lie, String)> {
+        let hdr = self.cmd_hdr_size();
+        if self.fuzz.is_none() || req.len() < hdr {
+            return None;
+        }
+        let (t, l) = parse_lun(&req[..8]).filter(|&(t, _)| self.target_exists(t))?;
+        let op = req[hdr - CDB_SIZE];
+        let luns: Vec<(u8, u16)> = self.luns.keys().copied().collect();
+        let (i, lie) = self.fuzz.as_mut()?.on_cmd(t, l, &luns)?;
+        self.set_lie(&lie, Some((t, l, op)));
+        Some((i, lie, format!("{t}:{l} op {op:#04x}")))
+    }
+
+    /// Fuzz mode: the lie (if any) about this TMF, as fuzz_cmd.
+    fn fuzz_tmf(&mut self, req: &[u8]) -> Option<(usize, Lie, String)> {
+        if req.len() < 24 || u32le(req) != T_TMF {
+            return None;
+        }
+        let (i, lie) = self.fuzz.as_mut()?.on_tmf()?;
+        self.set_lie(&lie, None);
+        let what = format!("TMF {} lun {:02x?}", u32le(&req[4..8]), &req[8..16]);
+        Some((i, lie, what))
+    }
+
+    /// A lie as a one-shot rule for the command `cmd` (None: the next TMF),
+    /// or its events queued.
+    fn set_lie(&mut self, lie: &Lie, cmd: Option<(u8, u16, u8)>) {
+        match lie {
+            Lie::Rule(fault, abortable) => self.rules.insert(
+                0,
+                Rule {
+                    fault: fault.clone(),
+                    count: Some(1),
+                    target: cmd.map(|c| c.0),
+                    lun: cmd.map(|c| c.1),
+                    opcode: cmd.map(|c| c.2),
+                    abortable: *abortable,
+                    ctrl: cmd.is_none(),
+                    fuzz: true,
+                },
+            ),
+            Lie::Events(v) => {
+                for &(e, lun, reason, droppable) in v {
+                    self.push_event(e, lun, reason, droppable);
+                }
+            }
+            Lie::NoNotify => {}
+        }
+    }
+
+    /// Fuzz mode, after the request: counts and logs the lie if it was
+    /// told, drops its rule.
+    fn fuzz_told(&mut self, lie: Option<(usize, Lie, String)>, o: &mut Outcome) {
+        let Some((i, lie, what)) = lie else { return };
+        let told = match lie {
+            Lie::Rule(..) => {
+                let hit = self.rules.iter().any(|r| r.fuzz && r.count == Some(0));
+                self.rules.retain(|r| !r.fuzz);
+                hit
+            }
+            Lie::NoNotify => {
+                o.quiet = true;
+                true
+            }
+            Lie::Events(_) => true,
         };
+        if let (true, Some(f)) = (told, self.fuzz.as_mut()) {
+            f.told(i, &what, &lie);
+        }
+    }
+
+    fn run_cmd(&mut self, req: &[u8], in_cap: usize) -> Outcome {
+        self.stats.cmds += 1;
+        let hdr = self.cmd_hdr_size();
         let mut resp = vec![0u8; CMD_RESP_SIZE];
         if req.len() < hdr {
             resp[11] = S_FAILURE;
@@ -294,7 +395,7 @@ impl Device {
 
         // Faults that replace the command.
         let pre = self.take_rule(false, t, l, op, |f| {
-            matches!(f, Fault::Response(_) | Fault::Sense(..))
+            matches!(f, Fault::Response(_) | Fault::Sense(..) | Fault::Status(_))
         });
         let mut r = match pre.as_ref().map(|r| &r.fault) {
             Some(Fault::Response(code)) => {
@@ -304,6 +405,10 @@ impl Device {
                 return out;
             }
             Some(Fault::Sense(k, a, q)) => scsi::CmdResult::check(*k, *a, *q),
+            Some(Fault::Status(s)) => scsi::CmdResult {
+                status: *s,
+                ..Default::default()
+            },
             _ => {
                 if pi_out as usize > data_out.len() {
                     pi_out = 0;
@@ -399,6 +504,12 @@ impl Device {
                 out.used_len = (in_cap as u32).saturating_add(extra);
             }
         }
+        if let Some(rule) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::UsedLenShort(_)))
+        {
+            if let Fault::UsedLenShort(n) = rule.fault {
+                out.used_len = n.min(out.used_len.saturating_sub(1));
+            }
+        }
         if self
             .take_rule(false, t, l, op, |f| *f == Fault::Stray)
             .is_some()
@@ -442,6 +553,13 @@ impl Device {
     /// One control-queue message. Returns the completion and the held
     /// requests the TMF ended (to be completed before it).
     pub fn handle_ctrl(&mut self, req: &[u8], in_cap: usize) -> (Outcome, Vec<Held>) {
+        let lie = self.fuzz_tmf(req);
+        let (mut o, ended) = self.run_ctrl(req, in_cap);
+        self.fuzz_told(lie, &mut o);
+        (o, ended)
+    }
+
+    fn run_ctrl(&mut self, req: &[u8], in_cap: usize) -> (Outcome, Vec<Held>) {
         let mut out = Outcome::default();
         if req.len() < 4 {
             return (out, Vec::new());
@@ -504,6 +622,12 @@ impl Device {
                     if let Fault::Hold(ms) = rule.fault {
                         out.hold = Some((ms, false));
                     }
+                }
+                if self
+                    .take_rule(true, t, l, 0, |f| *f == Fault::Stray)
+                    .is_some()
+                {
+                    out.stray = true;
                 }
                 out.bytes = vec![resp];
                 out.used_len = 1.min(in_cap) as u32;
@@ -678,6 +802,8 @@ impl Device {
         let num = |k: &str, d: u64| v.get(k).and_then(Value::as_u64).unwrap_or(d);
         let fault = match kind {
             "used_len" => Fault::UsedLenOver(num("extra", 4096) as u32),
+            "used_len_short" => Fault::UsedLenShort(num("len", 0) as u32),
+            "status" => Fault::Status(num("status", 0x08) as u8),
             "sense_len" => Fault::SenseLen(num("sense_len", 200) as u32),
             "residual" => Fault::ResidualOver(num("extra", 4096) as u32),
             "response" => Fault::Response(num("code", 0x42) as u8),
@@ -690,7 +816,7 @@ impl Device {
             "tmf_response" => Fault::Response(num("code", S_FUNCTION_REJECTED as u64) as u8),
             "guard" => Fault::GuardError,
             "bad_guard" => Fault::BadGuard,
-            "stray" => Fault::Stray,
+            "stray" | "tmf_stray" => Fault::Stray,
             o => return Err(format!("unknown fault {o}")),
         };
         Ok(Rule {
@@ -705,6 +831,7 @@ impl Device {
             opcode: v.get("opcode").and_then(Value::as_u64).map(|x| x as u8),
             abortable: v.get("abortable").and_then(Value::as_bool).unwrap_or(true),
             ctrl: kind.starts_with("tmf_"),
+            fuzz: false,
         })
     }
 
@@ -739,6 +866,7 @@ impl Device {
                 "acked_features": format!("{:#x}", self.acked_features),
                 "rules": self.rules.iter().filter(|r| r.count != Some(0)).count(),
                 "tmf_ended_ms": self.tmf_ended_ms.map(|(lo, hi)| json!([lo, hi])),
+                "fuzz": self.fuzz.as_ref().map(Fuzz::status),
                 "stats": {
                     "cmds": self.stats.cmds, "tmfs": self.stats.tmfs, "an": self.stats.an,
                     "events_sent": self.stats.events_sent, "events_dropped": self.stats.events_dropped,
@@ -831,6 +959,11 @@ impl Device {
                     h.deadline = Some(now);
                 }
                 Ok(json!({"released": self.held.len()}))
+            }
+            "fuzz" => {
+                let f = self.fuzz.get_or_insert_with(|| Fuzz::new(0));
+                f.configure(v)?;
+                Ok(json!({"fuzz": f.status()}))
             }
             "needs_reset" | "config" => Err(format!(
                 "{cmd}: QEMU 7.2's vhost-user-scsi owns config space and device status; \
@@ -1190,6 +1323,113 @@ mod tests {
         );
         assert!(ctl(&mut d, r#"{"cmd":"change_medium","target":0,"lun":0}"#)["ok"] == false);
         assert!(ctl(&mut d, r#"{"cmd":"bogus"}"#)["ok"] == false);
+    }
+
+    #[test]
+    fn fault_status_used_len_short_tmf_stray() {
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"status","status":24}"#);
+        let cap = CMD_RESP_SIZE + 512;
+        let o = d.handle_cmd(&req(0, 0, &READ1, 1), cap);
+        assert_eq!(
+            (resp(&o).2, resp(&o).3, o.used_len),
+            (0x18, S_OK, CMD_RESP_SIZE as u32)
+        );
+        ctl(
+            &mut d,
+            r#"{"cmd":"fault","fault":"used_len_short","len":10}"#,
+        );
+        assert_eq!(d.handle_cmd(&req(0, 0, &READ1, 1), cap).used_len, 10);
+        ctl(&mut d, r#"{"cmd":"fault","fault":"tmf_stray"}"#);
+        let mut tmf = T_TMF.to_le_bytes().to_vec();
+        tmf.extend_from_slice(&TMF_LOGICAL_UNIT_RESET.to_le_bytes());
+        tmf.extend_from_slice(&lun_bytes(0, 0));
+        tmf.extend_from_slice(&0u64.to_le_bytes());
+        assert!(d.handle_ctrl(&tmf, 1).0.stray);
+        assert!(!d.handle_ctrl(&tmf, 1).0.stray);
+    }
+
+    /// Feeds `n` commands (reads and writes on 0:0 and 0:1, now and then a
+    /// LUN reset) to a device in fuzz mode; the fuzz status after.
+    fn fuzz_run(set: &str, n: u64) -> (Device, Value) {
+        let mut d = dev();
+        d.event_bufs = 8;
+        let r = ctl(&mut d, set);
+        assert_eq!(r["ok"], true, "{r}");
+        d.fuzz.as_mut().unwrap().log = false;
+        let mut tmf = T_TMF.to_le_bytes().to_vec();
+        tmf.extend_from_slice(&TMF_LOGICAL_UNIT_RESET.to_le_bytes());
+        tmf.extend_from_slice(&lun_bytes(0, 1));
+        tmf.extend_from_slice(&0u64.to_le_bytes());
+        for i in 0..n {
+            let lun = (i % 2) as u16;
+            let o = if i % 3 == 0 {
+                let mut r = req(0, lun, &[0x2a, 0, 0, 0, 0, 2, 0, 0, 1, 0], i);
+                r.extend(std::iter::repeat(0xab).take(512));
+                d.handle_cmd(&r, CMD_RESP_SIZE)
+            } else {
+                d.handle_cmd(&req(0, lun, &READ1, i), CMD_RESP_SIZE + 512)
+            };
+            if o.hold.is_some() {
+                d.hold(o, 2, i as u16, vec![], false);
+            }
+            if i % 50 == 0 {
+                d.handle_ctrl(&tmf, 1);
+            }
+            while d.next_event().is_some() {}
+            d.take_due(Instant::now(), true);
+        }
+        let st = ctl(&mut d, r#"{"cmd":"fuzz"}"#)["fuzz"].clone();
+        (d, st)
+    }
+
+    #[test]
+    fn fuzz_same_seed_same_lies() {
+        let set = r#"{"cmd":"fuzz","seed":42,"rate":100,"hard":["0:1"]}"#;
+        let (_, a) = fuzz_run(set, 20_000);
+        let (_, b) = fuzz_run(set, 20_000);
+        let (_, c) = fuzz_run(&set.replace("42", "43"), 20_000);
+        assert_eq!(a, b);
+        assert!(a["lies"].as_u64().unwrap() > 1000, "{a}");
+        assert_ne!(a["digest"], c["digest"]);
+        assert_eq!(a["cmds"], 20_000);
+    }
+
+    #[test]
+    fn fuzz_every_kind_is_told() {
+        let (d, st) = fuzz_run(
+            r#"{"cmd":"fuzz","seed":7,"rate":200,"tmf_rate":1000,"hard":["0:1"]}"#,
+            30_000,
+        );
+        for k in crate::fuzz::KINDS {
+            assert!(
+                st["counts"][k.name].as_u64().unwrap() > 0,
+                "{} never told: {st}",
+                k.name
+            );
+        }
+        // Every lie told was hit by its request: no fuzz rule left behind.
+        assert!(d.rules.is_empty());
+        assert_eq!(
+            d.stats.faults_hit,
+            st["lies"].as_u64().unwrap() - {
+                let c = &st["counts"];
+                crate::fuzz::KINDS
+                    .iter()
+                    .filter(|k| k.name.starts_with("event_") || k.name == "no_notify")
+                    .map(|k| c[k.name].as_u64().unwrap())
+                    .sum::<u64>()
+            }
+        );
+    }
+
+    #[test]
+    fn fuzz_soft_luns_get_no_hard_lies() {
+        let (_, st) = fuzz_run(r#"{"cmd":"fuzz","seed":3,"rate":300,"hard":[]}"#, 20_000);
+        for k in crate::fuzz::KINDS.iter().filter(|k| k.hard) {
+            assert_eq!(st["counts"][k.name], 0, "{}", k.name);
+        }
+        let (_, st) = fuzz_run(r#"{"cmd":"fuzz","seed":3,"rate":0,"tmf_rate":0}"#, 5_000);
+        assert_eq!(st["lies"], 0);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //!   vsrs-testdev --socket PATH [--control PATH] [--lun T:L:TYPE[:ARG]]...
 //!                [--queues N] [--t10-pi] [--event-idx] [--parent PID] [-v]
+//!                [--fuzz SEED [--fuzz-rate N] [--fuzz-tmf-rate N]
+//!                 [--fuzz-weights KIND=W,...] [--fuzz-hard T:L,...] [--fuzz-budget N]]
 //!
 //! VIRTIO_RING_F_EVENT_IDX is off unless --event-idx: QEMU 7.2's
 //! vhost-user-scsi starts the backend without passing the driver's acked
@@ -11,9 +13,14 @@
 //! never publish avail_event: the driver then stops kicking).
 //! TYPE: disk (ARG: size, default 64M), cd (ARG: medium size, or "empty"),
 //! file (ARG: path of an image, used read-write).
+//! --fuzz SEED: lie about N (default 20) in 1000 commands and N (250) in
+//! 1000 TMFs, the kind drawn by weight (src/fuzz.rs lists them); lies that
+//! fail a command only about the --fuzz-hard LUNs; at most --fuzz-budget
+//! lies. The control command "fuzz" reads and changes all of it.
 
 mod backend;
 mod device;
+mod fuzz;
 mod scsi;
 mod vring;
 
@@ -38,7 +45,21 @@ fn usage(msg: &str) -> ! {
     eprintln!("vsrs-testdev: {msg}");
     eprintln!(
         "usage: vsrs-testdev --socket PATH [--control PATH] [--lun T:L:disk[:SIZE]|T:L:cd[:SIZE|empty]|T:L:file:PATH]...\n\
-         \x20                   [--queues N] [--t10-pi] [--event-idx] [--parent PID] [-v]"
+         \x20                   [--queues N] [--t10-pi] [--event-idx] [--parent PID] [-v]\n\
+         \x20                   [--fuzz SEED [--fuzz-rate N] [--fuzz-tmf-rate N] [--fuzz-weights KIND=W,...]\n\
+         \x20                    [--fuzz-hard T:L,...] [--fuzz-budget N]]\n\
+         lie kinds (default weight; * only about --fuzz-hard LUNs):\n{}",
+        fuzz::KINDS
+            .iter()
+            .map(|k| format!(
+                "  {:<19}{:>2}{} {}",
+                k.name,
+                k.weight,
+                if k.hard { '*' } else { ' ' },
+                k.what
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     exit(2)
 }
@@ -101,6 +122,7 @@ fn main() {
     let (mut socket, mut control, mut luns) = (None, None, Vec::new());
     let (mut queues, mut t10_pi, mut event_idx, mut parent, mut verbose) =
         (8usize, false, false, None, false);
+    let mut fuzz = serde_json::Map::new();
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
@@ -120,6 +142,26 @@ fn main() {
                         .parse::<i32>()
                         .unwrap_or_else(|_| usage("bad --parent")),
                 )
+            }
+            "--fuzz" | "--fuzz-rate" | "--fuzz-tmf-rate" | "--fuzz-budget" => {
+                let n = val()
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| usage(&format!("bad {a}")));
+                let key = match a.as_str() {
+                    "--fuzz" => "seed",
+                    "--fuzz-rate" => "rate",
+                    "--fuzz-tmf-rate" => "tmf_rate",
+                    _ => "budget",
+                };
+                fuzz.insert(key.into(), json!(n));
+            }
+            "--fuzz-weights" => {
+                let w = fuzz::weights_arg(&val()).unwrap_or_else(|e| usage(&e));
+                fuzz.insert("weights".into(), w);
+            }
+            "--fuzz-hard" => {
+                let v = val();
+                fuzz.insert("hard".into(), json!(v.split(',').collect::<Vec<_>>()));
             }
             "-v" | "--verbose" => verbose = true,
             "-h" | "--help" => usage("help"),
@@ -147,6 +189,16 @@ fn main() {
             }
             Err(e) => usage(&e),
         }
+    }
+    if !fuzz.is_empty() {
+        if !fuzz.contains_key("seed") {
+            usage("--fuzz-* options need --fuzz SEED");
+        }
+        let mut f = fuzz::Fuzz::new(0);
+        f.configure(&Value::Object(fuzz))
+            .unwrap_or_else(|e| usage(&format!("fuzz: {e}")));
+        eprintln!("vsrs-testdev: fuzz {}", f.status());
+        dev.fuzz = Some(f);
     }
     let mut be = Backend::new(dev, queues).expect("eventfd");
     be.event_idx_offered = event_idx;
