@@ -374,11 +374,14 @@ done
 
 # A hostile device (issue 20): the test device in fuzz mode lies for
 # VSRS_FUZZ_SECONDS (default 100) under each seed of VSRS_FUZZ_SEEDS while
-# fio verifies, sg3_utils, hotplug and resets run (testdev_fuzz.sh); the C
-# driver's run is reported, not judged, without the lies it is known to
-# hang on for good (Documentation: "Fuzz mode"). 100 lies per 1000
-# commands: a TCG guest sends some 25 commands a second.
-for drv in "c:C driver:never=0,repeated=0,tmf_twice=0,tmf_never=0" "rs:virtio_scsi_rs:"; do
+# fio verifies, sg3_utils, hotplug and resets run (testdev_fuzz.sh). 100
+# lies per 1000 commands: a TCG guest sends some 25 commands a second. The
+# C driver's run (VSRS_FUZZ_C=1) is for the Documentation's comparison, not
+# make check's 13 minutes more: reported, not judged, and without the lies
+# it is known to hang on for good (Documentation: "Fuzz mode").
+fuzz_drivers=("rs:virtio_scsi_rs:")
+[ -n "${VSRS_FUZZ_C:-}" ] && fuzz_drivers=("c:C driver:never=0,repeated=0,tmf_twice=0,tmf_never=0" "${fuzz_drivers[@]}")
+for drv in "${fuzz_drivers[@]}"; do
 	IFS=: read -r d dname w <<<"$drv"
 	guest "testdev fuzz $dname" \
 		"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:16M'" \
