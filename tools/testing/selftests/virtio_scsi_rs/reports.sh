@@ -39,7 +39,9 @@ known_reports() {
 	}
 	{ m = message($0) }
 	state && !is_kernel { print; next }
-	state == 2 && m !~ /^ / { end_block() }
+	# The trace goes on through the registers of the task the interrupt
+	# came in on (x86 show_regs: RIP, Code, RSP and the general registers).
+	state == 2 && m !~ /^ / && m !~ /^(RIP|Code|RSP|RAX|RDX|RBP|R10|R13): / { end_block() }
 	state == 0 && m ~ /^WARNING: inconsistent lock state$/ { begin_block() }
 	state == 0 { print; next }
 	{ block[++n] = $0 }

@@ -74,6 +74,26 @@ known_sample() {
 EOF
 }
 
+# The same report when the completion's interrupt came in on a task, not
+# on the idle loop: the trace has that task's registers and frames (seen
+# on the debug kernel, a scan's scsi_device_put interrupted).
+on_task_sample() {
+	known_sample | awk '/ default_idle\+/ {
+		t = "[   41.052843] "
+		print t "RIP: 0010:lockdep_unregister_key+0x268/0x2f0"
+		print t "Code: 0c c6 01 0f 85 9a 00 00 00 83 f0 01 89 05 30 0c c6 01 48 ff 0d d9 <74> 13 48"
+		print t "RSP: 0018:ff110000030e7340 EFLAGS: 00000202"
+		print t "RAX: ff11000005e38000 RBX: ff1100000665d301 RCX: ffffffffa2720a00"
+		print t "RDX: 00000000000067f2 RSI: 0000000000000005 RDI: 00000000000067ed"
+		print t "RBP: ff11000005e38000 R08: 000000000000003c R09: ffffffffffffffff"
+		print t "R10: 000000000000001d R11: ffffffffa0d7d1b0 R12: ff1100000665d349"
+		print t "R13: 0000000000001000 R14: 0000000000000a07 R15: 0000000000000000"
+		print t " blk_put_queue+0x86/0xd0"
+		print t " scsi_device_dev_release+0x254/0x890"
+		next
+	} { print }'
+}
+
 n=0 pass=0 fail=0
 known=$(mktemp)
 trap 'rm -f "$known"' EXIT
@@ -98,6 +118,10 @@ input=$(known_sample; known_sample)
 check_case "two sr_done reports: both counted apart" 0 2
 input=$(known_sample | tr '\n' '\r' | sed 's/\r/\r\n/g')
 check_case "the sr_done report from a console (CR LF): counted apart" 0 1
+input=$(on_task_sample)
+check_case "the sr_done report on a task's registers (RIP: lockdep_...): counted apart" 0 1
+input=$(on_task_sample; echo '[   42.000000] RIP: 0010:x+0x1/0x2'; echo '[   42.000001] Call Trace:')
+check_case "a trace after it, outside the report: a failure" 1 1
 input=$(known_sample; echo '[   42.000000] WARNING: CPU: 0 PID: 7 at drivers/scsi/scsi_lib.c:1 x+0x1/0x2')
 check_case "a warning after the sr_done report: a failure" 1 1
 input=$(known_sample | sed 's/bdev->bd_size_lock){/q->queue_lock){/')
