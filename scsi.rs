@@ -639,13 +639,13 @@ impl<T: Operations> Command<T> {
 
     /// The driver's part of the command.
     pub(crate) fn private(&self) -> &T::CmdData {
-        // The midlayer allocated `cmd_size` bytes for a `T::CmdData` right
-        // after the command (the template is `Template<T>`), aligned for it
-        // (checked in `Template::new`).
-        // SAFETY: Those bytes, a valid value since `init_cmd_priv` zeroed them
-        // (`Zeroable`) and changed since only through shared references
-        // (`CmdData` is `Sync`: interior mutability keeps values valid), live
-        // while the command, borrowed through `self`, does.
+        // SAFETY: The midlayer allocated `cmd_size` bytes for a `T::CmdData`
+        // right after the command (the template is `Template<T>`), aligned
+        // for it (checked in `Template::new`). They hold a valid value since
+        // `init_cmd_priv` zeroed them (`Zeroable`) and changed since only
+        // through shared references (`CmdData` is `Sync`: interior
+        // mutability keeps values valid), and live while the command,
+        // borrowed through `self`, does.
         unsafe { &*self.raw().add(1).cast::<T::CmdData>() }
     }
 
