@@ -259,9 +259,10 @@ if [ "$cost" = 1 ] || [ "$profile" = 1 ]; then
 	fi
 	grep -E -- "^[^ ]*($rows)" "$out/cost-rows.txt" >"$out/cost-rows.sel" || { say "no row matches $rows"; exit 2; }
 	mv "$out/cost-rows.sel" "$out/cost-rows.txt"
-	: >"$out/raw/cost.jsonl"
 	mode=cost plugin= append=()
-	if [ "$profile" = 1 ]; then
+	if [ "$profile" = 0 ]; then
+		: >"$out/raw/cost.jsonl"
+	else
 		mode=profile
 		cc -shared -fPIC -O2 -Wall -o "$out/pcprof.so" "$here/pcprof.c" -lpthread
 		marker=$(awk '$3 == "__x64_sys_sync" {print $1}' "$kdir/System.map")
@@ -309,7 +310,7 @@ MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff 
 COST_GUEST_SECONDS=$(( $(date +%s) - start ))
 EOT
 	if [ "$profile" = 1 ]; then
-		rm -f "$out/pcprof.so" "$out/raw/cost.jsonl"
+		rm -f "$out/pcprof.so"
 		/usr/bin/python3 "$here/pcprof.py" "$out" "$kdir/System.map" >"$out/profile.md" || status=1
 		say "table: $out/profile.md"
 		exit $status

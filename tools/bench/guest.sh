@@ -9,7 +9,8 @@
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
 # ROUNDS, KO, POLLQ, RUNTIME, for scan LUNS, for cost COST_ROWS, COST_IOS and
-# COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST. Raw results go to $OUT/raw/.
+# COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST. Raw results
+# go to $OUT/raw/.
 set -euo pipefail
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
@@ -327,12 +328,12 @@ run_cost() {
 }
 
 # --- instructions per I/O by function: the pcprof plugin (tools/bench/pcprof.c) ---
-# The guest runs with nokaslr under QEMU with the plugin, whose markers are
-# the kernel's __x64_sys_sync: each sync opens or closes a window. For each row of
-# $COST_ROWS and each SCSI driver: a warm-up, then a window of COST_IOS I/Os,
-# then the modules' symbols as they are loaded (the host maps addresses to
-# functions). One JSON line per window in $OUT/raw/profile-$PROFILE_GUEST.jsonl,
-# in window order.
+# The guest runs with nokaslr under QEMU with the plugin, whose marker is the
+# kernel's __x64_sys_sync: each sync opens or closes a window. For each row
+# of $COST_ROWS and each SCSI driver: a warm-up, then a window of COST_IOS
+# I/Os, then the modules' symbols as they are loaded (the host maps
+# addresses to functions). One JSON line per window in
+# $OUT/raw/profile-$PROFILE_GUEST.jsonl, in window order.
 run_profile() {
 	local d name opts w=0 status=0 ks
 	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"

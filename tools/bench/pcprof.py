@@ -97,7 +97,7 @@ def main():
     pick = sys.argv[4] if len(sys.argv) == 5 else None
     kernel = symbols(open(sysmap))
     windows = load(out)
-    rows = collections.defaultdict(dict)  # row: {driver: (Window, funcs, insns)}
+    rows = collections.defaultdict(dict)  # row: {driver: (Window, funcs, insns, calls)}
     for w in windows:
         rows[w.row][w.driver] = (w,) + by_function(out, kernel, w)
     names = demangle({f for r in rows.values() for _, funcs, _, _ in r.values() for f in funcs})
