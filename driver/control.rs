@@ -152,16 +152,19 @@ impl Control {
         Ok(())
     }
 
-    /// Takes the device's answers (from the control queue's interrupt);
-    /// returns how many came for requests whose waiter had given up.
-    pub(super) fn complete(&self) -> u64 {
+    /// Takes the device's answers (from the control queue's interrupt):
+    /// how many came for requests whose waiter had given up, and whether the
+    /// queue is broken (it answers no more until the device is reset).
+    pub(super) fn complete(&self) -> Answers {
         let mut late = 0;
+        let mut broken = false;
         let mut g = self.state.lock();
         let mut buf = [0u8; CTRL_RESP_MAX];
         while let Some(q) = g.q.as_mut() {
             q.vq().disable_cb();
             let Some((i, len)) = q.take(&mut buf) else {
-                if q.vq().is_broken() || q.vq().enable_cb() {
+                broken = q.vq().is_broken();
+                if broken || q.vq().enable_cb() {
                     break;
                 }
                 continue;
@@ -177,6 +180,14 @@ impl Control {
         }
         drop(g);
         self.answered.notify_all();
-        late
+        Answers { late, broken }
     }
+}
+
+/// What [`Control::complete`] found.
+pub(super) struct Answers {
+    /// Answers to requests whose waiter had given up.
+    pub(super) late: u64,
+    /// The queue is broken.
+    pub(super) broken: bool,
 }

@@ -219,7 +219,12 @@ impl VirtioScsi {
     /// The control queue's interrupt: TMF answers.
     #[inline(never)]
     fn control_done(&self) {
-        let late = self.shared.ctrl.complete();
+        let control::Answers { late, broken } = self.shared.ctrl.complete();
+        if broken {
+            // Every TMF would fail, and every error handling escalate to a
+            // host reset, until the device is reset: reset it now.
+            self.shared.recovery.broken("control", 0);
+        }
         if late > 0 {
             self.shared
                 .eh

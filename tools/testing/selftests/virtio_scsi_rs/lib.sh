@@ -386,6 +386,16 @@ wait_deadline() {
 	return 124
 }
 
+# bounded SECS COMMAND...: COMMAND in the background; its status, or 124
+# when it has not ended after SECS and was left behind (a task stuck in D
+# state ignores signals: timeout(1) would wait for it too).
+bounded() {
+	local secs=$1
+	shift
+	"$@" &
+	wait_deadline $! "$secs"
+}
+
 # --- the test device's control socket (run-guest --testdev) ---
 tdev_port=/dev/virtio-ports/vsrs.testdev
 # ctl JSON: one command on the device's control socket, prints the reply.

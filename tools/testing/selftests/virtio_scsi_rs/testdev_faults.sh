@@ -40,6 +40,8 @@ read_d1() {
 
 # said_since_mark REGEX: the kernel logged a line matching REGEX since $mark.
 said_since_mark() { dmesg | tail -n +"$((mark + 1))" | grep -qE "$1"; }
+# reset_done: the driver reset the device after a broken queue since $r0.
+reset_done() { [ "$(stat_of broken_queue_resets)" -gt "$r0" ]; }
 
 # inject NAME JSON: sets the fault (a rule for one READ(10) of 0:1), reads,
 # clears, records a table line; sets $got (read_d1) and $mark (dmesg lines
@@ -112,6 +114,28 @@ else
 	check "late TMF: $d1 reads the data written afterwards" test "$(read_d1)" = ok
 fi
 
+# A TMF answered twice: the second answer names a descriptor the driver no
+# longer has, and the virtio core breaks the control queue. virtio_scsi_rs
+# resets the device at once (not at the next host reset, after every TMF
+# until then has failed), and TMFs work again. The C driver's control queue
+# stays broken: reported.
+r0=$(stat_of broken_queue_resets)
+mark=$(dmesg | wc -l)
+check "TMF answered twice: the test device takes the fault" fault_ok '{"cmd":"fault","fault":"tmf_stray"}'
+bounded 60 sg_reset -d "$d1" >/dev/null 2>&1
+if is_c; then
+	sleep 5
+	echo "after a TMF answered twice: a LUN reset $(bounded 60 sg_reset -d "$d1" >/dev/null 2>&1 && echo succeeds || echo fails)" | diag
+else
+	check "TMF answered twice: the driver resets the device (broken_queue_resets $r0 -> $(stat_of broken_queue_resets))" \
+		wait_for 30 reset_done
+	check "TMF answered twice: dmesg names the broken control queue" \
+		said_since_mark 'virtio[0-9]+: control queue 0 is broken'
+	check "TMF answered twice: afterwards a LUN reset succeeds" bounded 60 sg_reset -d "$d1"
+	expect_eq "TMF answered twice: afterwards $d1 reads the data written" "$(read_d1)" ok
+fi
+ctl_ok '{"cmd":"clear"}' >/dev/null
+
 # Last, as it may break the queue for good: a second used-ring entry for a
 # descriptor already completed. The virtio core marks the queue broken
 # ("id N is not a head!"); virtio_scsi_rs resets the device, and its disks
@@ -121,7 +145,6 @@ inject "completion of a descriptor not submitted" '"stray"'
 if is_c; then
 	echo "after the stray completion: $d1 $(read_d1), $d0 $(dd if="$d0" of=/dev/null bs=4k count=1 iflag=direct status=none 2>&1 && echo reads || echo fails)" | diag
 else
-	reset_done() { [ "$(stat_of broken_queue_resets)" -gt "$r0" ]; }
 	check "stray completion: the driver resets the device (broken_queue_resets $r0 -> $(stat_of broken_queue_resets))" \
 		wait_for 30 reset_done
 	check "stray completion: dmesg names the broken queue" \
