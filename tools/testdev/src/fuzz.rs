@@ -65,10 +65,14 @@ pub enum Site {
 pub struct Kind {
     pub name: &'static str,
     pub site: Site,
-    /// The lie fails the command for the application (an I/O error the
-    /// driver cannot and should not hide): only told about the LUNs named
-    /// "hard". The others must be invisible to the application when the
-    /// driver is right (it retries, recovers, rescans).
+    /// Only told about the LUNs named "hard": the lie fails the command for
+    /// the application (an I/O error the driver cannot and should not
+    /// hide), or leaves it unanswered past its timeout. The latter is the
+    /// midlayer's error handling, which gives up on the LUN (offlines it)
+    /// when one of its own commands fails after a host reset, as a second
+    /// lie may make it: no driver can hide that. The other lies must be
+    /// invisible to the application when the driver is right (it retries,
+    /// recovers, rescans).
     pub hard: bool,
     pub weight: u32,
     pub what: &'static str,
@@ -99,8 +103,8 @@ pub const KINDS: &[Kind] = &[
     k("status_busy", Site::Cmd, false, 5, "status BUSY, TASK SET FULL or TASK ABORTED; not run"),
     k("status_unknown", Site::Cmd, false, 1, "an undefined status byte; not run"),
     k("late", Site::Cmd, false, 10, "completed 1-300 ms later (out of order)"),
-    k("never", Site::Cmd, false, 1, "completed only when a TMF ends it"),
-    k("after_abort", Site::Cmd, false, 1, "completed 8-20 s later, TMFs leave it alone"),
+    k("never", Site::Cmd, true, 1, "completed only when a TMF ends it"),
+    k("after_abort", Site::Cmd, true, 1, "completed 8-20 s later, TMFs leave it alone"),
     k("repeated", Site::Cmd, false, 1, "completed twice (the queue breaks)"),
     k("no_notify", Site::Cmd, false, 5, "completed without a used-buffer notification"),
     k("response_fail", Site::Cmd, true, 4, "BAD_TARGET, TARGET_FAILURE, INCORRECT_LUN, ABORTED or NEXUS_FAILURE; not run"),
