@@ -13,6 +13,9 @@
 # unplug" and "tmf" drive QEMU's monitor from the guest (run-guest --ctl);
 # VSRS_CYCLES / VSRS_RESETS size their loops (defaults 200 / 100), and
 # VSRS_BREAKS the broken queues of "reset under load" (default 200).
+# VSRS_KEEP_LOGS=DIR keeps each case's guest output, kernel console and test
+# device log there (NAME.out, NAME.console, NAME.testdev); a case with a
+# failed result shows their last 60 lines either way.
 #
 # Exit status: 0 when every test passed.
 set -uo pipefail
@@ -74,7 +77,7 @@ take_results() {
 # (its kernel console, the guest's exit status before the power-off rule
 # below); it prints result and "#" lines like a guest test.
 guest() {
-	local name=$1 opts=$2 env=$3 test=$4 post=${5:-} out status line
+	local name=$1 opts=$2 env=$3 test=$4 post=${5:-} out status line fail0=$fail
 	selected "$name" || return 0
 	echo "# $name: $test"
 	out=$(mktemp) klog=$(mktemp) tdlog=$(mktemp)
@@ -143,6 +146,14 @@ guest() {
 	if [ "$status" -ne 0 ] || [ "$results" -eq 0 ]; then
 		result fail "$name: guest finished (status $status, $results results)"
 		show_logs 60
+	elif [ "$fail" -gt "$fail0" ]; then
+		# A failed result: the logs' ends, to read the cause from a CI run.
+		show_logs 60
+	fi
+	if [ -n "${VSRS_KEEP_LOGS:-}" ]; then
+		local keep=$VSRS_KEEP_LOGS/${name//[^A-Za-z0-9_.-]/_}
+		mkdir -p "$VSRS_KEEP_LOGS"
+		cp "$out" "$keep.out" && cp "$klog" "$keep.console" && cp "$tdlog" "$keep.testdev"
 	fi
 	rm -f "$out" "$klog" "$tdlog"
 }
