@@ -13,6 +13,9 @@
 #   make fmt-check  rustfmt over every Rust file
 #   make fuzz       libFuzzer over the decoders of device answers (nightly
 #                   Rust; FUZZ_SECONDS, default 300)
+#   make fuzz-guest the guest fuzz case as a soak on the debug kernel
+#                   (FUZZ_GUEST_MINUTES, default 120; FUZZ_GUEST_C=1 also
+#                   the C driver's; tools/fuzz-guest.sh)
 #   make rust-analyzer  rust-project.json for an editor: the kernel's crates
 #                   and this module's (KDIR as for make)
 #   make dkms-install  add, build and install the module with DKMS for the
@@ -38,7 +41,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench fuzz rust-analyzer dkms-install
+.PHONY: all modules clean run check fmt-check bench fuzz fuzz-guest rust-analyzer dkms-install
 
 all: modules
 
@@ -105,3 +108,6 @@ dkms-install:
 
 fuzz:
 	@tools/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-guest:
+	@KERNEL=$(if $(filter command line environment,$(origin KERNEL)),$(KERNEL),debug) tools/fuzz-guest.sh
