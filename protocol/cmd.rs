@@ -182,6 +182,9 @@ pub enum Violation {
     },
     /// A response code the specification does not define.
     UnknownResponse(u8),
+    /// A SCSI status byte SAM does not define, with response OK (the
+    /// midlayer would take it to its error handler).
+    UnknownStatus(u8),
     /// sense_len beyond the sense buffer.
     SenseLenTooLarge(u32),
     /// A residual beyond the transfer length.
@@ -206,6 +209,7 @@ impl fmt::Display for Violation {
                 )
             }
             Self::UnknownResponse(code) => write!(f, "unknown response code {code}"),
+            Self::UnknownStatus(status) => write!(f, "undefined SCSI status {status:#04x}"),
             Self::SenseLenTooLarge(len) => {
                 write!(
                     f,
@@ -249,6 +253,14 @@ pub mod host_byte {
 
 /// SAM status RESERVATION CONFLICT.
 pub const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
+
+/// The status bytes SAM defines, those now obsolete included (GOOD, CHECK
+/// CONDITION, CONDITION MET, BUSY, INTERMEDIATE, INTERMEDIATE-CONDITION MET,
+/// RESERVATION CONFLICT, COMMAND TERMINATED, TASK SET FULL, ACA ACTIVE, TASK
+/// ABORTED): the midlayer knows each.
+pub const SAM_STATUSES: [u8; 11] = [
+    0x00, 0x02, 0x04, 0x08, 0x10, 0x14, 0x18, 0x22, 0x28, 0x30, 0x40,
+];
 
 /// What the driver makes of the device's answer to one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +346,12 @@ pub fn decode_cmd_resp(
             resid,
             transfer_len,
         });
+    }
+    // Failed as a violation, the command is retried; passed on, a status
+    // the midlayer does not know sends it to the error handler, whose own
+    // commands a second lie can make fail.
+    if response == Response::Ok && !SAM_STATUSES.contains(&status) {
+        return Outcome::Invalid(Violation::UnknownStatus(status));
     }
     Outcome::Done {
         response,
@@ -569,6 +587,23 @@ mod tests {
                 transfer_len: 4096
             })
         );
+        for status in [0x01u8, 0x3e, 0x7f, 0xff] {
+            assert_eq!(
+                decode_cmd_resp(&resp(0, 0, status, 0), LEN, 4096, 0),
+                Outcome::Invalid(Violation::UnknownStatus(status))
+            );
+            // With a failed response the host byte decides.
+            assert!(matches!(
+                decode_cmd_resp(&resp(0, 0, status, 9), LEN, 4096, 0),
+                Outcome::Done { .. }
+            ));
+        }
+        for status in SAM_STATUSES {
+            assert!(matches!(
+                decode_cmd_resp(&resp(0, 0, status, 0), LEN, 4096, 0),
+                Outcome::Done { .. }
+            ));
+        }
         // Exactly the full sense buffer and a full residual are fine.
         assert!(matches!(
             decode_cmd_resp(&resp(96, 4096, 2, 0), LEN, 4096, 0),

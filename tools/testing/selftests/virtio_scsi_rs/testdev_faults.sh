@@ -77,6 +77,10 @@ fault "used length past the buffers" '"used_len","extra":4096' ok "used length"
 fault "sense_len 200 (buffer 96)" '"sense_len","sense_len":200' ok "sense_len 200"
 fault "residual past the transfer" '"residual","extra":4096' ok "residual"
 fault "undefined response code 0x42" '"response","code":66' ok "unknown response code 66"
+# The midlayer takes a status it does not know to its error handler (a LUN
+# reset, then its own TEST UNIT READY); virtio_scsi_rs fails the command as
+# a violation instead, and the midlayer retries it.
+fault "undefined SCSI status 0x7f" '"status","status":127' ok "undefined SCSI status 0x7f"
 # INCORRECT_LUN is a defined answer: DID_BAD_TARGET, which the midlayer does
 # not retry (the C driver does not know the code: DID_ERROR, retried).
 fault "response INCORRECT_LUN" '"response","code":12' "I/O error"
