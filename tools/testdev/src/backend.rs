@@ -245,8 +245,13 @@ impl Backend {
     fn on_kick(&mut self, vrings: &[Vring]) {
         let _ = self.kick.read();
         let _ = self.process_queue(EVENT_QUEUE as usize, vrings);
+        // Holds the driver's reset made void go first: take_due hands over
+        // the due ones, which a reset found later would not drop (and they
+        // would complete into the new ring).
+        for (q, vring) in vrings.iter().enumerate() {
+            self.check_reset(q, vring);
+        }
         for h in self.dev.take_due(Instant::now(), false) {
-            self.check_reset(h.queue as usize, &vrings[h.queue as usize]);
             if h.queue as usize == EVENT_QUEUE as usize {
                 continue;
             }
@@ -465,5 +470,20 @@ mod tests {
         b.dev.control(&serde_json::json!({"cmd":"release"}));
         b.on_kick(&vrings);
         assert_eq!(used_entry(&mem, used, 0), (0, 108));
+    }
+
+    #[test]
+    fn held_request_due_after_a_reset_is_dropped() {
+        let (mut b, vrings, mem, used) = setup(&[0x00], &[108]);
+        b.dev
+            .control(&serde_json::json!({"cmd":"fault","fault":"hold","ms":0}));
+        b.process_queue(2, &vrings).unwrap();
+        assert_eq!(b.dev.held.len(), 1);
+        // The driver resets the device: the queue starts over.
+        vrings[2].set_queue_next_avail(0);
+        b.on_kick(&vrings);
+        assert!(b.dev.held.is_empty());
+        let idx: u16 = mem.memory().read_obj(GuestAddress(used + 2)).unwrap();
+        assert_eq!(idx, 0, "completed into the new ring");
     }
 }
