@@ -16,6 +16,8 @@
 #   make fuzz-guest the guest fuzz case as a soak on the debug kernel
 #                   (FUZZ_GUEST_MINUTES, default 120; FUZZ_GUEST_C=1 also
 #                   the C driver's; tools/fuzz-guest.sh)
+#   make fuzz-shrink SEED=N MATCH=REGEX  one seed's lies narrowed down to
+#                   a few that still lead to REGEX (tools/fuzz-shrink.sh)
 #   make rust-analyzer  rust-project.json for an editor: the kernel's crates
 #                   and this module's (KDIR as for make)
 #   make dkms-install  add, build and install the module with DKMS for the
@@ -41,7 +43,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench fuzz fuzz-guest rust-analyzer dkms-install
+.PHONY: all modules clean run check fmt-check bench fuzz fuzz-guest fuzz-shrink rust-analyzer dkms-install
 
 all: modules
 
@@ -111,3 +113,6 @@ fuzz:
 
 fuzz-guest:
 	@KERNEL=$(if $(filter command line environment,$(origin KERNEL)),$(KERNEL),debug) tools/fuzz-guest.sh
+
+fuzz-shrink:
+	@tools/fuzz-shrink.sh

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fuzz::{Fuzz, Lie};
+use crate::fuzz::{Drawn, Fuzz, Lie};
 use crate::scsi::{self, Kind, Lun};
 
 pub const CDB_SIZE: usize = 32;
@@ -284,7 +284,7 @@ impl Device {
 
     /// Fuzz mode: the lie (if any) about this request, set up as a one-shot
     /// rule matching it alone (first in the table), or its events queued.
-    fn fuzz_cmd(&mut self, req: &[u8]) -> Option<(usize, Lie, String)> {
+    fn fuzz_cmd(&mut self, req: &[u8]) -> Option<(Drawn, String)> {
         let hdr = self.cmd_hdr_size();
         if self.fuzz.is_none() || req.len() < hdr {
             return None;
@@ -292,20 +292,20 @@ impl Device {
         let (t, l) = parse_lun(&req[..8]).filter(|&(t, _)| self.target_exists(t))?;
         let op = req[hdr - CDB_SIZE];
         let luns: Vec<(u8, u16)> = self.luns.keys().copied().collect();
-        let (i, lie) = self.fuzz.as_mut()?.on_cmd(t, l, &luns)?;
-        self.set_lie(&lie, Some((t, l, op)));
-        Some((i, lie, format!("{t}:{l} op {op:#04x}")))
+        let d = self.fuzz.as_mut()?.on_cmd(t, l, &luns)?;
+        self.set_lie(&d.lie, Some((t, l, op)));
+        Some((d, format!("{t}:{l} op {op:#04x}")))
     }
 
     /// Fuzz mode: the lie (if any) about this TMF, as fuzz_cmd.
-    fn fuzz_tmf(&mut self, req: &[u8]) -> Option<(usize, Lie, String)> {
+    fn fuzz_tmf(&mut self, req: &[u8]) -> Option<(Drawn, String)> {
         if req.len() < 24 || u32le(req) != T_TMF {
             return None;
         }
-        let (i, lie) = self.fuzz.as_mut()?.on_tmf()?;
-        self.set_lie(&lie, None);
+        let d = self.fuzz.as_mut()?.on_tmf()?;
+        self.set_lie(&d.lie, None);
         let what = format!("TMF {} lun {:02x?}", u32le(&req[4..8]), &req[8..16]);
-        Some((i, lie, what))
+        Some((d, what))
     }
 
     /// A lie as a one-shot rule for the command `cmd` (None: the next TMF),
@@ -336,9 +336,9 @@ impl Device {
 
     /// Fuzz mode, after the request: counts and logs the lie if it was
     /// told, drops its rule.
-    fn fuzz_told(&mut self, lie: Option<(usize, Lie, String)>, o: &mut Outcome) {
-        let Some((i, lie, what)) = lie else { return };
-        let told = match lie {
+    fn fuzz_told(&mut self, lie: Option<(Drawn, String)>, o: &mut Outcome) {
+        let Some((d, what)) = lie else { return };
+        let told = match d.lie {
             Lie::Rule(..) => {
                 let hit = self.rules.iter().any(|r| r.fuzz && r.count == Some(0));
                 self.rules.retain(|r| !r.fuzz);
@@ -351,7 +351,7 @@ impl Device {
             Lie::Events(_) => true,
         };
         if let (true, Some(f)) = (told, self.fuzz.as_mut()) {
-            f.told(i, &what, &lie);
+            f.told(&d, &what);
         }
     }
 
@@ -963,6 +963,11 @@ impl Device {
             "fuzz" => {
                 let f = self.fuzz.get_or_insert_with(|| Fuzz::new(0));
                 f.configure(v)?;
+                // "told": true: the sequence numbers of the lies told (a
+                // shrinker's first list), not the whole status.
+                if v.get("told").and_then(Value::as_bool) == Some(true) {
+                    return Ok(json!({"told": f.told_list()}));
+                }
                 Ok(json!({"fuzz": f.status()}))
             }
             "needs_reset" | "config" => Err(format!(

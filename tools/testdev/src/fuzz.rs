@@ -7,12 +7,19 @@
 //! rules the control socket sets); an event lie is queued through the same
 //! event machinery as the control commands. Nothing here writes a response.
 //!
-//! Reproducible: the same seed and the same sequence of requests give the
-//! same lies (a guest's request order varies from run to run; the lies by
-//! request number do not). Every lie is logged with the seed and its
-//! sequence number, and counted by kind.
+//! Reproducible: each LUN's commands, and the TMFs, draw from a generator of
+//! their own seeded from the seed, so the Nth command to a LUN (the Nth TMF)
+//! meets the same decision whatever came between (a guest's request order
+//! varies from run to run). Every lie is logged with the seed, its number
+//! and its name, "T:L#N" (the Nth lie drawn for LUN T:L) or "tmf#N", and
+//! counted by kind.
+//!
+//! Replay: with `only`, a list of lie names, every lie is still drawn (the
+//! generators move as in the first run) but only those listed are told. A
+//! shrinker (fuzz_shrink.py) narrows a run's lies down to the few that still
+//! lead to a finding.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{json, Map, Value};
 
@@ -134,9 +141,31 @@ pub enum Lie {
     Events(Vec<(u32, [u8; 8], u32, bool)>),
 }
 
+/// A generator of lies: one per LUN, one for the TMFs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stream {
+    Lun(u8, u16),
+    Tmf,
+}
+
+impl core::fmt::Display for Stream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Stream::Lun(t, l) => write!(f, "{t}:{l}"),
+            Stream::Tmf => f.write_str("tmf"),
+        }
+    }
+}
+
+/// A stream's generator and the lies it drew.
+struct StreamState {
+    rng: Rng,
+    drawn: u64,
+}
+
 pub struct Fuzz {
     pub seed: u64,
-    rng: Rng,
+    streams: BTreeMap<Stream, StreamState>,
     pub on: bool,
     /// Lies per 1000 commands, and per 1000 TMFs.
     pub rate: u32,
@@ -146,8 +175,12 @@ pub struct Fuzz {
     pub hard: Vec<(u8, u16)>,
     /// Lies to tell at most; None: no limit.
     pub budget: Option<u64>,
-    /// Lies told (the last sequence number).
+    /// Lies told.
     pub seq: u64,
+    /// Replay: tell only the lies of these names.
+    pub only: Option<BTreeSet<String>>,
+    /// The names of the lies told (a shrinker's first list).
+    pub told: Vec<String>,
     pub cmds: u64,
     pub tmfs: u64,
     pub counts: Vec<u64>,
@@ -164,7 +197,7 @@ impl Fuzz {
     pub fn new(seed: u64) -> Self {
         Fuzz {
             seed,
-            rng: Rng::new(seed),
+            streams: BTreeMap::new(),
             on: true,
             rate: 20,
             tmf_rate: 250,
@@ -172,6 +205,8 @@ impl Fuzz {
             hard: Vec::new(),
             budget: None,
             seq: 0,
+            only: None,
+            told: Vec::new(),
             cmds: 0,
             tmfs: 0,
             counts: vec![0; KINDS.len()],
@@ -185,175 +220,228 @@ impl Fuzz {
         !self.on || self.budget.map_or(false, |b| self.seq >= b)
     }
 
-    /// A kind of `sites` drawn by weight (hard ones only if `hard`).
-    fn draw(&mut self, sites: &[Site], hard: bool) -> Option<usize> {
-        let ok = |i: usize| sites.contains(&KINDS[i].site) && (hard || !KINDS[i].hard);
-        let total: u64 = (0..KINDS.len())
-            .filter(|&i| ok(i))
-            .map(|i| self.weights[i] as u64)
-            .sum();
-        if total == 0 {
-            return None;
-        }
-        let mut x = self.rng.below(total);
-        for i in (0..KINDS.len()).filter(|&i| ok(i)) {
-            let w = self.weights[i] as u64;
-            if x < w {
-                return Some(i);
-            }
-            x -= w;
-        }
-        None
-    }
-
-    /// Whether to lie about command number `self.cmds` to LUN t:l, and how.
-    /// `luns`: the LUNs that exist (events name others).
-    pub fn on_cmd(&mut self, t: u8, l: u16, luns: &[(u8, u16)]) -> Option<(usize, Lie)> {
+    /// Whether to lie about this command to LUN t:l, and how. `luns`: the
+    /// LUNs that exist (events name others).
+    pub fn on_cmd(&mut self, t: u8, l: u16, luns: &[(u8, u16)]) -> Option<Drawn> {
         self.cmds += 1;
-        if self.spent() || self.rng.below(1000) >= self.rate as u64 {
-            return None;
-        }
         let hard = self.hard.contains(&(t, l));
-        let i = self.draw(&[Site::Cmd, Site::Event], hard)?;
-        Some((i, self.make(i, t, l, luns)))
+        self.decide(
+            Stream::Lun(t, l),
+            self.rate,
+            &[Site::Cmd, Site::Event],
+            hard,
+            luns,
+        )
     }
 
     /// Whether to lie about this TMF, and how.
-    pub fn on_tmf(&mut self) -> Option<(usize, Lie)> {
+    pub fn on_tmf(&mut self) -> Option<Drawn> {
         self.tmfs += 1;
-        if self.spent() || self.rng.below(1000) >= self.tmf_rate as u64 {
+        self.decide(Stream::Tmf, self.tmf_rate, &[Site::Tmf], false, &[])
+    }
+
+    /// From `stream`'s generator: a lie at `rate` per 1000, its kind among
+    /// `sites` and its parameters; named, and kept unless a replay leaves
+    /// it out.
+    fn decide(
+        &mut self,
+        stream: Stream,
+        rate: u32,
+        sites: &[Site],
+        hard: bool,
+        luns: &[(u8, u16)],
+    ) -> Option<Drawn> {
+        if self.spent() {
             return None;
         }
-        let i = self.draw(&[Site::Tmf], false)?;
-        Some((i, self.make(i, 0, 0, &[])))
-    }
-
-    /// The lie of kind `i`, its parameters drawn.
-    fn make(&mut self, i: usize, t: u8, l: u16, luns: &[(u8, u16)]) -> Lie {
-        use crate::device::lun_bytes;
-        let r = &mut self.rng;
-        let rule = |f| Lie::Rule(f, true);
-        match KINDS[i].name {
-            "used_len_over" => rule(Fault::UsedLenOver(r.pick(&[
-                1,
-                7,
-                512,
-                4096,
-                1 << 20,
-                u32::MAX / 2,
-            ]))),
-            "used_len_short" => rule(Fault::UsedLenShort(r.range(0, 200) as u32)),
-            "sense_len" => rule(Fault::SenseLen(r.pick(&[97, 200, 4096, u32::MAX]))),
-            "residual" => rule(Fault::ResidualOver(r.range(1, 1 << 16) as u32)),
-            "response_retry" => rule(response_or_undefined(
-                r,
-                &[S_OVERRUN, S_RESET, S_BUSY, S_TRANSPORT_FAILURE, S_FAILURE],
-            )),
-            "sense_retry" => {
-                let (k, a, q) = r.pick(&[
-                    (6, 0x29, 0),
-                    (6, 0x2a, 0x09),
-                    (6, 0x3f, 0x0e),
-                    (0x0b, 0, 0),
-                    (2, 4, 1),
-                ]);
-                rule(Fault::Sense(k, a, q))
+        let seed = self.seed;
+        let st = self.streams.entry(stream).or_insert_with(|| {
+            let key = match stream {
+                Stream::Tmf => 0,
+                Stream::Lun(t, l) => 1 + ((t as u64) << 16 | l as u64),
+            };
+            StreamState {
+                rng: Rng::new(seed ^ key.wrapping_mul(0xd1b5_4a32_d192_ed03)),
+                drawn: 0,
             }
-            "status_busy" => rule(Fault::Status(r.pick(&[0x08, 0x28, 0x40]))),
-            "status_unknown" => rule(Fault::Status(r.pick(&[0x01, 0x3e, 0x7f, 0xff]))),
-            "late" => rule(Fault::Hold(Some(r.range(1, 300)))),
-            "never" => rule(Fault::Hold(None)),
-            "after_abort" => Lie::Rule(Fault::Hold(Some(r.range(8000, 20000))), false),
-            "repeated" => rule(Fault::Stray),
-            "no_notify" => Lie::NoNotify,
-            "response_fail" => rule(Fault::Response(r.pick(&[
-                S_BAD_TARGET,
-                S_TARGET_FAILURE,
-                S_INCORRECT_LUN,
-                S_ABORTED,
-                S_NEXUS_FAILURE,
-            ]))),
-            "sense_fail" => {
-                let (k, a, q) = r.pick(&[(3, 0x11, 0), (4, 0, 0), (5, 0x24, 0), (7, 0x27, 0)]);
-                rule(Fault::Sense(k, a, q))
-            }
-            "status_fail" => rule(Fault::Status(0x18)),
-            "event_flood" => {
-                let n = r.range(1, 100) as usize;
-                Lie::Events(vec![
-                    (
-                        T_PARAM_CHANGE,
-                        lun_bytes(t, l),
-                        0x2a | 0x09 << 8,
-                        true
-                    );
-                    n
-                ])
-            }
-            "event_missed_storm" => {
-                let n = r.range(1, 40) as usize;
-                Lie::Events(vec![(T_EVENTS_MISSED, [0; 8], 0, true); n])
-            }
-            "event_unknown" => {
-                let any = r.next() as u32 & 0x7fff_ffff;
-                let ty = r.pick(&[4, 5, 0x7fff_ffff, 0x8000_0007, any]);
-                Lie::Events(vec![(ty, lun_bytes(t, l), r.next() as u32, false)])
-            }
-            "event_bad_lun" => {
-                let mut b = (r.next()).to_le_bytes();
-                if b[0] == 1 {
-                    b[0] = 0;
-                }
-                let b = r.pick(&[
-                    b,
-                    [1, t, 0x80 | b[2], b[3], 0, 0, 0, 0],
-                    [1, t, 0xc0, 0, 0, 0, 0, 0],
-                ]);
-                Lie::Events(vec![(T_TRANSPORT_RESET, b, r.range(0, 2) as u32, false)])
-            }
-            "event_no_such_lun" => {
-                let (mut et, mut el) = (r.range(0, 3) as u8, r.range(0, 16383) as u16);
-                while luns.contains(&(et, el)) {
-                    el = (el + 1) % 16384;
-                    et = et.wrapping_add((el == 0) as u8);
-                }
-                Lie::Events(vec![(
-                    T_TRANSPORT_RESET,
-                    lun_bytes(et, el),
-                    r.range(1, 2) as u32,
-                    false,
-                )])
-            }
-            "event_reset_hard" => Lie::Events(vec![(T_TRANSPORT_RESET, lun_bytes(t, l), 0, false)]),
-            "event_async" => Lie::Events(vec![(
-                T_ASYNC_NOTIFY,
-                lun_bytes(t, l),
-                1 << r.range(1, 7),
-                false,
-            )]),
-            "tmf_late" => Lie::Rule(Fault::Hold(Some(r.range(1000, 8000))), false),
-            "tmf_never" => Lie::Rule(Fault::Hold(None), false),
-            "tmf_wrong" => rule(response_or_undefined(
-                r,
-                &[S_FUNCTION_REJECTED, S_FAILURE, S_FUNCTION_SUCCEEDED],
-            )),
-            "tmf_twice" => rule(Fault::Stray),
-            o => unreachable!("kind {o}"),
+        });
+        if st.rng.below(1000) >= rate as u64 {
+            return None;
+        }
+        let i = draw(&self.weights, &mut st.rng, sites, hard)?;
+        let (t, l) = match stream {
+            Stream::Lun(t, l) => (t, l),
+            Stream::Tmf => (0, 0),
+        };
+        let lie = make(&mut st.rng, i, t, l, luns);
+        st.drawn += 1;
+        let name = format!("{stream}#{}", st.drawn);
+        match &self.only {
+            Some(only) if !only.contains(&name) => None,
+            _ => Some(Drawn { kind: i, name, lie }),
         }
     }
+}
 
-    /// Counts and logs lie `i`, told about `what`.
-    pub fn told(&mut self, i: usize, what: &str, lie: &Lie) {
+/// A lie drawn, to be told.
+pub struct Drawn {
+    /// Its kind, an index into [`KINDS`].
+    pub kind: usize,
+    /// "T:L#N" or "tmf#N".
+    pub name: String,
+    pub lie: Lie,
+}
+
+/// A kind of `sites` drawn by weight (hard ones only if `hard`).
+fn draw(weights: &[u32], rng: &mut Rng, sites: &[Site], hard: bool) -> Option<usize> {
+    let ok = |i: usize| sites.contains(&KINDS[i].site) && (hard || !KINDS[i].hard);
+    let total: u64 = (0..KINDS.len())
+        .filter(|&i| ok(i))
+        .map(|i| weights[i] as u64)
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = rng.below(total);
+    for i in (0..KINDS.len()).filter(|&i| ok(i)) {
+        let w = weights[i] as u64;
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    None
+}
+
+/// The lie of kind `i` about LUN t:l, its parameters drawn.
+fn make(r: &mut Rng, i: usize, t: u8, l: u16, luns: &[(u8, u16)]) -> Lie {
+    use crate::device::lun_bytes;
+    let rule = |f| Lie::Rule(f, true);
+    match KINDS[i].name {
+        "used_len_over" => rule(Fault::UsedLenOver(r.pick(&[
+            1,
+            7,
+            512,
+            4096,
+            1 << 20,
+            u32::MAX / 2,
+        ]))),
+        "used_len_short" => rule(Fault::UsedLenShort(r.range(0, 200) as u32)),
+        "sense_len" => rule(Fault::SenseLen(r.pick(&[97, 200, 4096, u32::MAX]))),
+        "residual" => rule(Fault::ResidualOver(r.range(1, 1 << 16) as u32)),
+        "response_retry" => rule(response_or_undefined(
+            r,
+            &[S_OVERRUN, S_RESET, S_BUSY, S_TRANSPORT_FAILURE, S_FAILURE],
+        )),
+        "sense_retry" => {
+            let (k, a, q) = r.pick(&[
+                (6, 0x29, 0),
+                (6, 0x2a, 0x09),
+                (6, 0x3f, 0x0e),
+                (0x0b, 0, 0),
+                (2, 4, 1),
+            ]);
+            rule(Fault::Sense(k, a, q))
+        }
+        "status_busy" => rule(Fault::Status(r.pick(&[0x08, 0x28, 0x40]))),
+        "status_unknown" => rule(Fault::Status(r.pick(&[0x01, 0x3e, 0x7f, 0xff]))),
+        "late" => rule(Fault::Hold(Some(r.range(1, 300)))),
+        "never" => rule(Fault::Hold(None)),
+        "after_abort" => Lie::Rule(Fault::Hold(Some(r.range(8000, 20000))), false),
+        "repeated" => rule(Fault::Stray),
+        "no_notify" => Lie::NoNotify,
+        "response_fail" => rule(Fault::Response(r.pick(&[
+            S_BAD_TARGET,
+            S_TARGET_FAILURE,
+            S_INCORRECT_LUN,
+            S_ABORTED,
+            S_NEXUS_FAILURE,
+        ]))),
+        "sense_fail" => {
+            let (k, a, q) = r.pick(&[(3, 0x11, 0), (4, 0, 0), (5, 0x24, 0), (7, 0x27, 0)]);
+            rule(Fault::Sense(k, a, q))
+        }
+        "status_fail" => rule(Fault::Status(0x18)),
+        "event_flood" => {
+            let n = r.range(1, 100) as usize;
+            Lie::Events(vec![
+                (
+                    T_PARAM_CHANGE,
+                    lun_bytes(t, l),
+                    0x2a | 0x09 << 8,
+                    true
+                );
+                n
+            ])
+        }
+        "event_missed_storm" => {
+            let n = r.range(1, 40) as usize;
+            Lie::Events(vec![(T_EVENTS_MISSED, [0; 8], 0, true); n])
+        }
+        "event_unknown" => {
+            let any = r.next() as u32 & 0x7fff_ffff;
+            let ty = r.pick(&[4, 5, 0x7fff_ffff, 0x8000_0007, any]);
+            Lie::Events(vec![(ty, lun_bytes(t, l), r.next() as u32, false)])
+        }
+        "event_bad_lun" => {
+            let mut b = (r.next()).to_le_bytes();
+            if b[0] == 1 {
+                b[0] = 0;
+            }
+            let b = r.pick(&[
+                b,
+                [1, t, 0x80 | b[2], b[3], 0, 0, 0, 0],
+                [1, t, 0xc0, 0, 0, 0, 0, 0],
+            ]);
+            Lie::Events(vec![(T_TRANSPORT_RESET, b, r.range(0, 2) as u32, false)])
+        }
+        "event_no_such_lun" => {
+            let (mut et, mut el) = (r.range(0, 3) as u8, r.range(0, 16383) as u16);
+            while luns.contains(&(et, el)) {
+                el = (el + 1) % 16384;
+                et = et.wrapping_add((el == 0) as u8);
+            }
+            Lie::Events(vec![(
+                T_TRANSPORT_RESET,
+                lun_bytes(et, el),
+                r.range(1, 2) as u32,
+                false,
+            )])
+        }
+        "event_reset_hard" => Lie::Events(vec![(T_TRANSPORT_RESET, lun_bytes(t, l), 0, false)]),
+        "event_async" => Lie::Events(vec![(
+            T_ASYNC_NOTIFY,
+            lun_bytes(t, l),
+            1 << r.range(1, 7),
+            false,
+        )]),
+        "tmf_late" => Lie::Rule(Fault::Hold(Some(r.range(1000, 8000))), false),
+        "tmf_never" => Lie::Rule(Fault::Hold(None), false),
+        "tmf_wrong" => rule(response_or_undefined(
+            r,
+            &[S_FUNCTION_REJECTED, S_FAILURE, S_FUNCTION_SUCCEEDED],
+        )),
+        "tmf_twice" => rule(Fault::Stray),
+        o => unreachable!("kind {o}"),
+    }
+}
+
+impl Fuzz {
+    /// Counts and logs a lie told about `what`.
+    pub fn told(&mut self, d: &Drawn, what: &str) {
+        let i = d.kind;
         self.seq += 1;
         self.counts[i] += 1;
+        self.told.push(d.name.clone());
         let line = format!(
-            "fuzz seed={} seq={} cmd={} tmf={} {} {what} {}",
+            "fuzz seed={} seq={} lie={} cmd={} tmf={} {} {what} {}",
             self.seed,
             self.seq,
+            d.name,
             self.cmds,
             self.tmfs,
             KINDS[i].name,
-            brief(lie)
+            brief(&d.lie)
         );
         for b in line.bytes() {
             self.digest = (self.digest ^ b as u64).wrapping_mul(0x100_0000_01b3);
@@ -384,15 +472,22 @@ impl Fuzz {
         json!({
             "seed": self.seed, "weights": weights, "on": self.on, "rate": self.rate, "tmf_rate": self.tmf_rate,
             "budget": self.budget, "lies": self.seq, "cmds": self.cmds, "tmfs": self.tmfs,
+            "only": self.only,
             "hard": self.hard.iter().map(|(t, l)| format!("{t}:{l}")).collect::<Vec<_>>(),
             "counts": counts, "digest": format!("{:016x}", self.digest),
             "recent": self.recent,
         })
     }
 
+    /// The names of the lies told so far.
+    pub fn told_list(&self) -> Value {
+        json!(self.told)
+    }
+
     /// Settings from a control command or the command line: "seed" (starts
     /// over: counters zeroed), "on", "rate", "tmf_rate", "budget" (0: none),
-    /// "hard" (["T:L", ...]), "weights" ({"kind": w, ...}).
+    /// "hard" (["T:L", ...]), "weights" ({"kind": w, ...}), "only" (["T:L#N"
+    /// or "tmf#N", ...]: a replay telling only those lies; null: all).
     pub fn configure(&mut self, v: &Value) -> Result<(), String> {
         if let Some(s) = v.get("seed") {
             let s = s.as_u64().ok_or("bad seed")?;
@@ -433,6 +528,23 @@ impl Fuzz {
                 .iter()
                 .map(|x| x.as_str().and_then(parse_tl).ok_or(format!("bad LUN {x}")))
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(o) = v.get("only") {
+            self.only = match o {
+                Value::Null => None,
+                o => Some(
+                    o.as_array()
+                        .ok_or("only: a list of lie names")?
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .filter(|n| n.contains('#'))
+                                .map(str::to_string)
+                                .ok_or(format!("bad lie name {x}"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
         }
         if let Some(w) = v.get("weights") {
             let w = w.as_object().ok_or("weights: an object")?;
@@ -510,8 +622,8 @@ mod tests {
         f.configure(&json!({"hard": ["0:1"]})).unwrap();
         let n = 200_000;
         for _ in 0..n {
-            if let Some((i, lie)) = f.on_cmd(0, 1, &[(0, 0), (0, 1)]) {
-                f.told(i, "", &lie);
+            if let Some(d) = f.on_cmd(0, 1, &[(0, 0), (0, 1)]) {
+                f.told(&d, "");
             }
         }
         let total: u64 = KINDS
@@ -538,11 +650,84 @@ mod tests {
         f.log = false;
         f.rate = 1000;
         for _ in 0..10_000 {
-            let (i, _) = f.on_cmd(0, 0, &[]).unwrap();
+            let i = f.on_cmd(0, 0, &[]).unwrap().kind;
             assert!(!KINDS[i].hard, "{}", KINDS[i].name);
         }
         f.rate = 0;
         assert!((0..10_000).all(|_| f.on_cmd(0, 0, &[]).is_none()));
+    }
+
+    /// The lies a run of `n` commands tells: (name, log line). Commands go
+    /// to 0:0 and 0:1 in turn (0:1 first with `swap`), a TMF after every
+    /// 50th.
+    fn lies_told(f: &mut Fuzz, n: u64, swap: u64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for c in 0..n {
+            let cmd = f.on_cmd(0, (c % 2 ^ swap) as u16, &[(0, 0), (0, 1)]);
+            let tmf = if c % 50 == 49 { f.on_tmf() } else { None };
+            for d in cmd.into_iter().chain(tmf) {
+                f.told(&d, "");
+                out.push((d.name, f.recent.back().unwrap().clone()));
+            }
+        }
+        out
+    }
+
+    /// The lies' names and kinds (a log line without its counters).
+    fn named(lies: &[(String, String)]) -> Vec<String> {
+        let mut v: Vec<String> = lies
+            .iter()
+            .map(|(n, line)| format!("{n} {}", line.split(' ').nth(6).unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn replay_tells_only_the_lies_listed() {
+        let set = json!({"seed": 5, "rate": 100, "hard": ["0:1"]});
+        let mut f = Fuzz::new(0);
+        f.log = false;
+        f.configure(&set).unwrap();
+        let all = lies_told(&mut f, 20_000, 0);
+        assert_eq!(f.told, all.iter().map(|l| l.0.clone()).collect::<Vec<_>>());
+        // Every third lie, and the last: told as in the first run, word for
+        // word; no other.
+        let keep: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % 3 == 0 || *k == all.len() - 1)
+            .map(|(_, l)| l.0.clone())
+            .collect();
+        let mut g = Fuzz::new(0);
+        g.log = false;
+        g.configure(&set).unwrap();
+        g.configure(&json!({ "only": keep })).unwrap();
+        let replay = lies_told(&mut g, 20_000, 0);
+        assert_eq!(replay.iter().map(|l| l.0.clone()).collect::<Vec<_>>(), keep);
+        let mut want = named(&all);
+        want.retain(|w| keep.iter().any(|k| w.starts_with(&format!("{k} "))));
+        assert_eq!(named(&replay), want);
+        // null: all again.
+        g.configure(&json!({"only": null})).unwrap();
+        assert!(g.only.is_none());
+        assert!(g.configure(&json!({"only": ["0:1#1", 3]})).is_err());
+    }
+
+    #[test]
+    fn each_lun_and_the_tmfs_draw_their_own_lies() {
+        // The same commands per LUN and the same TMFs, interleaved
+        // otherwise: the same lies by name and kind.
+        let set = json!({"seed": 9, "rate": 100, "hard": ["0:1"]});
+        let run = |swap| {
+            let mut f = Fuzz::new(0);
+            f.log = false;
+            f.configure(&set).unwrap();
+            named(&lies_told(&mut f, 20_000, swap))
+        };
+        let a = run(0);
+        assert!(a.len() > 1000);
+        assert_eq!(a, run(1));
     }
 
     #[test]
@@ -551,8 +736,8 @@ mod tests {
         f.log = false;
         let mut lies = 0;
         for _ in 0..100_000 {
-            if let Some((i, l)) = f.on_cmd(0, 0, &[]) {
-                f.told(i, "", &l);
+            if let Some(d) = f.on_cmd(0, 0, &[]) {
+                f.told(&d, "");
                 lies += 1;
             }
         }
@@ -562,8 +747,8 @@ mod tests {
         );
         f.configure(&json!({"budget": lies + 5})).unwrap();
         for _ in 0..10_000 {
-            if let Some((i, l)) = f.on_cmd(0, 0, &[]) {
-                f.told(i, "", &l);
+            if let Some(d) = f.on_cmd(0, 0, &[]) {
+                f.told(&d, "");
             }
         }
         assert_eq!(f.seq, lies + 5);

@@ -390,15 +390,25 @@ done
 # C driver's run (VSRS_FUZZ_C=1) is for the Documentation's comparison, not
 # make check's 13 minutes more: reported, not judged, and without the lies
 # it is known to hang on for good (Documentation: "Fuzz mode").
+fuzz_guest="--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:16M'"
+fuzz_env="VSRS_INSMOD_ARGS='tmf_timeout=5 max_breaks=1000' VSRS_FUZZ_RATE=${VSRS_FUZZ_RATE:-100}"
 fuzz_drivers=("rs:virtio_scsi_rs:")
 [ -n "${VSRS_FUZZ_C:-}" ] && fuzz_drivers=("c:C driver:never=0,repeated=0,tmf_twice=0,tmf_never=0" "${fuzz_drivers[@]}")
 for drv in "${fuzz_drivers[@]}"; do
 	IFS=: read -r d dname w <<<"$drv"
-	guest "testdev fuzz $dname" \
-		"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:16M'" \
-		"VSRS_DRIVER=$d VSRS_INSMOD_ARGS='tmf_timeout=5 max_breaks=1000' VSRS_FUZZ_SEEDS='${VSRS_FUZZ_SEEDS:-1 2 3}' VSRS_FUZZ_SECONDS=${VSRS_FUZZ_SECONDS:-100} VSRS_FUZZ_RATE=${VSRS_FUZZ_RATE:-100} VSRS_FUZZ_WEIGHTS=${VSRS_FUZZ_WEIGHTS-$w}" \
+	guest "testdev fuzz $dname" "$fuzz_guest" \
+		"VSRS_DRIVER=$d $fuzz_env VSRS_FUZZ_SEEDS='${VSRS_FUZZ_SEEDS:-1 2 3}' VSRS_FUZZ_SECONDS=${VSRS_FUZZ_SECONDS:-100} VSRS_FUZZ_WEIGHTS=${VSRS_FUZZ_WEIGHTS-$w}" \
 		testdev_fuzz.sh
 done
+
+# make fuzz-shrink (tools/fuzz-shrink.sh): the seed VSRS_SHRINK_SEED's lies
+# narrowed down to a few that still lead to VSRS_SHRINK_MATCH
+# (fuzz_shrink.py), in one guest. Only when asked for.
+if [ -n "${VSRS_SHRINK_SEED:-}" ]; then
+	guest "testdev fuzz shrink" "$fuzz_guest" \
+		"$fuzz_env VSRS_FUZZ_WEIGHTS='${VSRS_FUZZ_WEIGHTS:-}'" \
+		"fuzz_shrink.py --seed $VSRS_SHRINK_SEED --match '${VSRS_SHRINK_MATCH:?}' --seconds ${VSRS_SHRINK_SECONDS:-30} --trials ${VSRS_SHRINK_TRIALS:-30}"
+fi
 
 # An abort racing the completion it aborts (issue 15), virtio_scsi_rs only
 # (the C driver's eh_timed_out resets the timer: it never aborts): 12 rounds

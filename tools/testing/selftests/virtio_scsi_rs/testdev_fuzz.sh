@@ -40,6 +40,10 @@
 #   VSRS_FUZZ_WEIGHTS  KIND=W,... weights other than the device's defaults
 #                      (e.g. never=0,repeated=0: without what a driver is
 #                      known not to survive)
+#   VSRS_FUZZ_ONLY     a replay: only the lies of these names ("0:1#3
+#                      tmf#2"; the device's log names every lie)
+#   VSRS_FUZZ_EXPECT   a regular expression the kernel log must match during
+#                      each seed (a reproducer: its lies still lead there)
 #   VSRS_INSMOD_ARGS   virtio_scsi_rs parameters (run_tests.sh: tmf_timeout=5
 #                      max_breaks=1000: a repeated completion breaks a queue
 #                      every few seconds, more than the default 3 a minute)
@@ -69,6 +73,13 @@ judge() {
 		echo "C driver: $desc: NO" | diag
 		[ -z "$out" ] || head -n 8 <<<"$out" | diag
 	fi
+}
+
+# "NAME NAME ..." (lie names, T:L#N or tmf#N) as a JSON list.
+only_json() {
+	local n out=''
+	for n in $1; do out+="${out:+,}\"$n\""; done
+	echo "[$out]"
 }
 
 # KIND=W,... as a JSON object.
@@ -184,8 +195,9 @@ for seed in $seeds; do
 	mkdir -p "$dir"
 	touch "$dir/fio" "$dir/data" "$dir/sg" "$dir/resets"
 	drv_stats >"$dir/stats0"
-	check "seed $seed: fuzz mode on" ctl_ok "{\"cmd\":\"fuzz\",\"seed\":$seed,\"on\":true,\"hard\":[\"0:1\"]${VSRS_FUZZ_RATE:+,\"rate\":$VSRS_FUZZ_RATE}${VSRS_FUZZ_WEIGHTS:+,\"weights\":$(weights_json "$VSRS_FUZZ_WEIGHTS")}}"
+	check "seed $seed: fuzz mode on" ctl_ok "{\"cmd\":\"fuzz\",\"seed\":$seed,\"on\":true,\"hard\":[\"0:1\"]${VSRS_FUZZ_RATE:+,\"rate\":$VSRS_FUZZ_RATE}${VSRS_FUZZ_WEIGHTS:+,\"weights\":$(weights_json "$VSRS_FUZZ_WEIGHTS")}${VSRS_FUZZ_ONLY:+,\"only\":$(only_json "$VSRS_FUZZ_ONLY")}}"
 	echo "vsrs-test: fuzz seed $seed" >/dev/kmsg
+	seed_mark=$(dmesg | wc -l)
 	fio_loop "$dir" &
 	fio_pid=$!
 	data_loop "$dir" &
@@ -252,6 +264,10 @@ for seed in $seeds; do
 	st0=$(sdev_state "$d0") st1=$(sdev_state "$d1")
 	echo "seed $seed: device state: $d0 $st0, $d1 $st1" | diag
 	[ "$st1" = offline ] && echo running >"/sys/block/${d1##*/}/device/state"
+	if [ -n "${VSRS_FUZZ_EXPECT:-}" ]; then
+		saw() { dmesg | tail -n +"$((seed_mark + 1))" | grep -v 'vsrs-tap: ' | grep -qE "$VSRS_FUZZ_EXPECT"; }
+		judge "seed $seed: the kernel log says \"$VSRS_FUZZ_EXPECT\"" saw
+	fi
 	judge "seed $seed: $d0 reads afterwards" bounded 60 dd if="$d0" of=/dev/null bs=64k count=16 iflag=direct status=none
 	judge "seed $seed: $d1 reads afterwards" bounded 60 dd if="$d1" of=/dev/null bs=64k count=16 iflag=direct status=none
 	drv_stats >"$dir/stats1"
