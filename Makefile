@@ -61,16 +61,10 @@ check:
 	@tools/check.sh
 
 # The kernel's scripts/generate_rust_analyzer.py, through Kbuild (it takes
-# external modules), run on this directory. It finds crate roots by their
-# object in ./Kbuild, and so also takes the crate root's build link
-# virtio_scsi_rs_main.rs for a second crate of the same files: left out (a
-# leaf crate, as ours: no other crate's index moves). Checked by
-# tools/rust-project-check.py in make check.
+# external modules), run on this directory: it finds the crate root by its
+# object in ./Kbuild. Checked by tools/rust-project-check.py in make check.
 rust-analyzer:
 	@$(with_kdir) $(KBUILD) rust-analyzer
-	@python3 -c 'import json; f = "rust-project.json"; p = json.load(open(f)); \
-		p["crates"] = [c for c in p["crates"] if not c["root_module"].endswith("virtio_scsi_rs_main.rs")]; \
-		json.dump(p, open(f, "w"), sort_keys=True, indent=4)'
 
 fmt-check:
 	rustfmt --check --edition 2021 --config-path $(CURDIR)/.rustfmt.toml \
@@ -81,7 +75,7 @@ bench:
 
 # What builds the module, and nothing else (no build outputs, no host tools).
 MODULE_SOURCES = Kbuild Makefile \
-	$(filter-out virtio_scsi_rs_main.rs,$(wildcard *.rs)) $(wildcard driver/*.rs protocol/*.rs) \
+	$(wildcard *.rs driver/*.rs protocol/*.rs) \
 	bindings/bindgen_parameters bindings/mod.rs $(wildcard bindings/*.[ch])
 
 # DKMS (dkms.conf): the sources copied to /usr/src/virtio_scsi_rs-VERSION

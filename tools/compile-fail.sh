@@ -2,7 +2,7 @@
 # Compile-fail checks: each tests/compile_fail/NAME.rs is a misuse of the
 # module's safe abstractions that must not compile. The snippet is compiled as
 # the module `compile_fail` of the crate (the cfg'ed include at the end of
-# virtio_scsi_rs.rs; Kbuild adds `--cfg vsrs_compile_fail` when make is given
+# virtio_scsi_rs_main.rs; Kbuild adds `--cfg vsrs_compile_fail` when make is given
 # VSRS_COMPILE_FAIL=/abs/snippet), with the kernel crate and flags of a normal
 # build. A snippet passes when the build fails with an error that names the
 # snippet's file and matches its `expect` regex.
