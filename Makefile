@@ -20,6 +20,9 @@
 #                   a few that still lead to REGEX (tools/fuzz-shrink.sh)
 #   make rust-analyzer  rust-project.json for an editor: the kernel's crates
 #                   and this module's (KDIR as for make)
+#   make patch      a git format-patch series adding drivers/scsi/virtio_scsi_rs/
+#                   to a kernel source tree (KDIR, or the cached kernel's
+#                   source) in PATCH_OUT (default patches/; tools/patch-series.sh)
 #   make dkms-install  add, build and install the module with DKMS for the
 #                   running kernel (DKMS_KVER=release, KDIR=its tree for
 #                   another; DKMS_ROOT=/staging installs under that root)
@@ -43,7 +46,7 @@ define with_kdir
 set -e; line=$$($(KDIR_CMD)); kdir=$${line%%	*}; kargs=$${line#*	};
 endef
 
-.PHONY: all modules clean run check fmt-check bench fuzz fuzz-guest fuzz-shrink rust-analyzer dkms-install
+.PHONY: all modules clean run check fmt-check bench fuzz fuzz-guest fuzz-shrink rust-analyzer dkms-install patch
 
 all: modules
 
@@ -104,6 +107,9 @@ dkms-install:
 
 fuzz:
 	@tools/fuzz.sh $(FUZZ_SECONDS)
+
+patch:
+	@$(with_kdir) tools/patch-series.sh "$$kdir" "$(or $(PATCH_OUT),patches)" $(MODULE_SOURCES)
 
 fuzz-guest:
 	@KERNEL=$(if $(filter command line environment,$(origin KERNEL)),$(KERNEL),debug) tools/fuzz-guest.sh

@@ -97,6 +97,61 @@ rust_project() {
 }
 tally_lines "make rust-analyzer" rust_project
 
+step "in-tree patch series (make patch, tools/patch-series.sh)"
+# The series applied to a copy of the cached source (hard links: patch
+# writes new files, the cache keeps its own): commit style, checkpatch with
+# no error, the Kconfig entry taken by olddefconfig, and the module built
+# from the tree's drivers/scsi/virtio_scsi_rs/ with no warning.
+in_tree() {
+	local t src p n=0 bad out
+	t=$(mktemp -d /tmp/vsrs-intree.XXXXXX)
+	# The real directory, not the build's link to it (cp -a would copy the
+	# link, and the series would go into the cache).
+	src=$(cd "$kdir/source" 2>/dev/null && pwd -P) || src=$(cd "$kdir" && pwd -P)
+	# shellcheck disable=SC2086 # kargs are make words
+	if ! make -s KDIR="$kdir" PATCH_OUT="$t/patches" patch >"$t/log" 2>&1; then
+		cat "$t/log"; echo "not ok: make patch"; rm -rf "$t"; return
+	fi
+	echo "ok: make patch: $(find "$t/patches" -name '0*.patch' | wc -l) files (cover letter and patches)"
+	bad=$(grep -h '^Subject: ' "$t"/patches/0*.patch | grep -v -c -E '^Subject: \[PATCH [0-9]+/[0-9]+\] scsi: virtio_scsi_rs: .{1,60}$')
+	# Message bodies (up to the diffstat) wrapped at 75 columns (a
+	# sign-off is as long as its address).
+	for p in "$t"/patches/0*.patch; do
+		n=$((n + $(awk '/^$/ && !body {body = 1; next} /^---$/ {exit} body && length > 75 && !/^Signed-off-by: /' "$p" | wc -l)))
+	done
+	[ "$bad" = 0 ] && [ "$n" = 0 ] && echo "ok: subjects \"scsi: virtio_scsi_rs: ...\", bodies within 75 columns" ||
+		echo "not ok: patch style: $bad subjects not \"[PATCH n/m] scsi: virtio_scsi_rs: ...\" (60 columns), $n body lines over 75"
+	out=$(perl "$src/scripts/checkpatch.pl" --no-tree --terse "$t"/patches/0[0-9][0-9][1-9]-*.patch 2>&1)
+	echo "$out" | grep -E 'WARNING|ERROR' | sed 's/^/# checkpatch: /' | head -n 20
+	if echo "$out" | grep -q ': ERROR:'; then echo "not ok: checkpatch reports errors"; else echo "ok: checkpatch: no error"; fi
+	cp -al "$src" "$t/linux"
+	for p in "$t"/patches/0[0-9][0-9][1-9]-*.patch; do
+		patch -p1 -d "$t/linux" --quiet <"$p" || { echo "not ok: ${p##*/} does not apply"; rm -rf "$t"; return; }
+	done
+	if grep -q VIRTIO_SCSI_RS "$src/drivers/scsi/Kconfig"; then
+		echo "not ok: the series went into the cached source $src"; rm -rf "$t"; return
+	fi
+	echo "ok: the series applies to $(make -s -C "$src" kernelversion)"
+	mkdir "$t/o"
+	{ cat "$kdir/.config"; echo CONFIG_VIRTIO_SCSI_RS=m; } >"$t/o/.config"
+	# shellcheck disable=SC2086
+	if make -s -C "$t/linux" O="$t/o" $kargs olddefconfig >"$t/log" 2>&1 &&
+		grep -q '^CONFIG_VIRTIO_SCSI_RS=m$' "$t/o/.config"; then
+		echo "ok: Kconfig: olddefconfig keeps CONFIG_VIRTIO_SCSI_RS=m"
+	else
+		tail -n 20 "$t/log"; echo "not ok: Kconfig: CONFIG_VIRTIO_SCSI_RS=m not taken"
+	fi
+	# shellcheck disable=SC2086
+	out=$(nice make -C "$kdir" M="$t/linux/drivers/scsi/virtio_scsi_rs" $kargs CONFIG_VIRTIO_SCSI_RS=m modules 2>&1)
+	if [ -f "$t/linux/drivers/scsi/virtio_scsi_rs/virtio_scsi_rs.ko" ] && ! grep -qE '^(warning|error)|warning:' <<<"$out"; then
+		echo "ok: drivers/scsi/virtio_scsi_rs of the patched tree builds with no warning"
+	else
+		echo "$out" | tail -n 30; echo "not ok: drivers/scsi/virtio_scsi_rs of the patched tree does not build cleanly"
+	fi
+	rm -rf "$t"
+}
+tally_lines "in-tree patch series" in_tree
+
 step "kernel report filter (tools/testing/selftests/virtio_scsi_rs/reports_test.sh)"
 out=$(tools/testing/selftests/virtio_scsi_rs/reports_test.sh 2>&1)
 echo "$out"
