@@ -59,13 +59,26 @@ match($0, /seed [0-9]+: [0-9]+ fio runs on/) { split(substr($0, RSTART, RLENGTH)
 /^# seed [0-9]+: driver counters: / {
 	for (i = 6; i < NF; i += 2) { c = $i; v = $(i + 1); sub(/^\+/, "", v); ctr[drv, c] += v; ctrs[c] = 1 }
 }
+# most: NAME COUNT pairs of the non-zero entries of a sum, most first.
+function most(names, sums, drv,    n, i, j, k, v, t, out) {
+	n = 0
+	for (k in names) if (sums[drv, k]) { n++; key[n] = k; val[n] = sums[drv, k] }
+	for (i = 2; i <= n; i++)
+		for (j = i; j > 1 && val[j] > val[j - 1]; j--) {
+			t = val[j]; val[j] = val[j - 1]; val[j - 1] = t
+			t = key[j]; key[j] = key[j - 1]; key[j - 1] = t
+		}
+	out = ""
+	for (i = 1; i <= n; i++) out = out sprintf("%s %s %d", i > 1 ? "," : "", key[i], val[i])
+	return out
+}
 END {
 	for (d = 1; d <= nd; d++) {
 		drv = order[d]
 		printf "%s: %d seeds, %d lies in %d commands and %d TMFs; %d fio runs on the soft disk\n", drv, s[drv], lies[drv], cmds[drv], tmfs[drv], fio[drv]
-		printf "  lies by kind:"; for (k in kinds) if (kind[drv, k]) printf " %s %d", k, kind[drv, k]; print ""
-		printf "  hard disk rounds:"; for (r in rounds) if (round[drv, r]) printf " %s %d", r, round[drv, r]; print ""
-		printf "  driver counters:"; for (c in ctrs) if (ctr[drv, c]) printf " %s %d", c, ctr[drv, c]; print ""
+		print "  lies by kind:" most(kinds, kind, drv)
+		print "  hard disk rounds:" most(rounds, round, drv)
+		print "  driver counters:" most(ctrs, ctr, drv)
 	}
 }' "$out/soak.tap" | tee "$out/summary.txt"
 
