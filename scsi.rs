@@ -639,14 +639,14 @@ impl<T: Operations> Command<T> {
 
     /// The driver's part of the command.
     pub(crate) fn private(&self) -> &T::CmdData {
-        // SAFETY: The midlayer allocated `cmd_size` bytes for a `T::CmdData`
-        // right after the command (the template is `Template<T>`), aligned
-        // for it (checked in `Template::new`). They hold a valid value since
-        // `init_cmd_priv` zeroed them (`Zeroable`) and changed since only
-        // through shared references (`CmdData` is `Sync`: interior
-        // mutability keeps values valid), and live while the command,
-        // borrowed through `self`, does.
-        unsafe { &*self.raw().add(1).cast::<T::CmdData>() }
+        // The midlayer allocated `cmd_size` bytes for a `T::CmdData` right
+        // after the command (the template is `Template<T>`), aligned for it
+        // (checked in `Template::new`); `init_cmd_priv` zeroed them.
+        let data = self.raw().wrapping_add(1).cast::<T::CmdData>();
+        // SAFETY: `data` points to those bytes, live while the command borrowed
+        // through `self` is; valid since zeroed (`Zeroable`) and changed since only
+        // through shared references (`CmdData` is `Sync`: interior mutability).
+        unsafe { &*data }
     }
 
     /// Completes the command: `result` (host byte << 16 | status), residual
