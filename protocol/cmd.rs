@@ -259,7 +259,17 @@ pub const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
 /// RESERVATION CONFLICT, COMMAND TERMINATED, TASK SET FULL, ACA ACTIVE, TASK
 /// ABORTED): the midlayer knows each.
 pub const SAM_STATUSES: [u8; 11] = [
-    0x00, 0x02, 0x04, 0x08, 0x10, 0x14, 0x18, 0x22, 0x28, 0x30, 0x40,
+    0x00,
+    0x02,
+    0x04,
+    0x08,
+    0x10,
+    0x14,
+    SAM_STAT_RESERVATION_CONFLICT,
+    0x22,
+    0x28,
+    0x30,
+    0x40,
 ];
 
 /// What the driver makes of the device's answer to one command.

@@ -963,8 +963,8 @@ impl Device {
             "fuzz" => {
                 let f = self.fuzz.get_or_insert_with(|| Fuzz::new(0));
                 f.configure(v)?;
-                // "told": true: the sequence numbers of the lies told (a
-                // shrinker's first list), not the whole status.
+                // "told": true: the names of the lies told (a shrinker's
+                // first list), not the whole status.
                 if v.get("told").and_then(Value::as_bool) == Some(true) {
                     return Ok(json!({"told": f.told_list()}));
                 }
