@@ -27,7 +27,8 @@ seeds=${seeds% }
 
 line=$("$here/kdir.sh" "$kernel") || { echo "fuzz-guest: kernel set-up failed"; echo "0 passed, 1 failed"; exit 1; }
 kdir=${line%%$'\t'*}
-make -s KERNEL="$kernel" modules || { echo "fuzz-guest: module build failed"; echo "0 passed, 1 failed"; exit 1; }
+# shellcheck disable=SC2086 # the kernel's make arguments are words
+make -s KDIR="${line%%$'\t'*}" ${line#*$'\t'} modules || { echo "fuzz-guest: module build failed"; echo "0 passed, 1 failed"; exit 1; }
 mkdir -p "$out/logs"
 echo "fuzz-guest: $kernel kernel $kdir; seeds $seeds, $per_seed s each; results in $out"
 

@@ -19,7 +19,8 @@ kernel=${KERNEL:-test}
 seconds=${TRIAL_SECONDS:-30} trials=${TRIALS:-30}
 out=${FUZZ_SHRINK_OUT:-/tmp/vsrs-fuzz-shrink.$(date +%Y%m%d-%H%M)}
 line=$("$here/kdir.sh" "$kernel") || { echo "fuzz-shrink: kernel set-up failed"; exit 1; }
-make -s KERNEL="$kernel" modules || { echo "fuzz-shrink: module build failed"; exit 1; }
+# shellcheck disable=SC2086 # the kernel's make arguments are words
+make -s KDIR="${line%%$'\t'*}" ${line#*$'\t'} modules || { echo "fuzz-shrink: module build failed"; exit 1; }
 mkdir -p "$out"
 # A trial: the boot's share aside, its lies, the drain and checks (about 2
 # minutes); the confirmation's 3 more.
