@@ -293,7 +293,6 @@ impl<T: Operations> Host<T> {
         }
         Ok(AddedHost {
             shost,
-            quiesced: false,
             _ops: PhantomData,
         })
     }
@@ -314,11 +313,9 @@ impl<T: Operations> Drop for Host<T> {
 /// # Invariants
 ///
 /// `shost` is added, with the private area holding `T::HostData` from
-/// `into_foreign`, and the allocation's reference held by this value. The
-/// host is blocked by this value exactly while `quiesced`.
+/// `into_foreign`, and the allocation's reference held by this value.
 pub(crate) struct AddedHost<T: Operations> {
     shost: NonNull<bindings::Scsi_Host>,
-    quiesced: bool,
     _ops: PhantomData<T>,
 }
 
@@ -342,39 +339,10 @@ impl<T: Operations> AddedHost<T> {
         unsafe { bindings::scsi_host_get(self.shost.as_ptr()) };
         HostHandle(self.shost)
     }
-
-    /// Stops the midlayer from calling `queuecommand` (and so `commit_rqs`)
-    /// and waits for calls under way; commands wait in the block layer. A
-    /// flag, not a count (`scsi_block_requests`): LUNs that appear
-    /// meanwhile (a scan) are blocked too, and one `unquiesce` ends it.
-    /// Quiescing the tag set instead counts per request queue, and a queue
-    /// added in between is unquiesced once too often.
-    pub(crate) fn quiesce(&mut self) {
-        if !self.quiesced {
-            // SAFETY: The host is added, so its tag set is live; blocking is
-            // a flag of the host, read by the midlayer before each command.
-            unsafe {
-                bindings::scsi_block_requests(self.shost.as_ptr());
-                bindings::blk_mq_wait_quiesce_done(&raw mut (*self.shost.as_ptr()).tag_set);
-            }
-            self.quiesced = true;
-        }
-    }
-
-    /// Lets the midlayer call in again after [`AddedHost::quiesce`], and runs
-    /// the queues.
-    pub(crate) fn unquiesce(&mut self) {
-        if self.quiesced {
-            // SAFETY: The host is added and blocked by us.
-            unsafe { bindings::scsi_unblock_requests(self.shost.as_ptr()) };
-            self.quiesced = false;
-        }
-    }
 }
 
 impl<T: Operations> Drop for AddedHost<T> {
     fn drop(&mut self) {
-        self.unquiesce();
         let shost = self.shost;
         // SAFETY: The host is live and added (type invariant). After
         // `scsi_remove_host` the midlayer makes no more calls that borrow the
@@ -502,7 +470,19 @@ unsafe impl<T: Operations> dma::Owned for Command<T> {
 }
 
 /// A command the driver could not start now: the midlayer retries it.
-pub(crate) struct Busy<T: Operations>(Command<T>);
+pub(crate) struct Busy<T: Operations>(Command<T>, BusyScope);
+
+/// What a [`Busy`] command waits for.
+#[derive(Clone, Copy)]
+enum BusyScope {
+    /// Room on the host (`SCSI_MLQUEUE_HOST_BUSY`): the midlayer holds back
+    /// every LUN of the host and puts the LUNs it refuses on the host's
+    /// starved list, run as commands complete.
+    Host,
+    /// This LUN only (`SCSI_MLQUEUE_DEVICE_BUSY`): its commands are retried
+    /// as its own complete, or after a short delay when it has none.
+    Device,
+}
 
 impl<T: Operations> Command<T> {
     fn raw(&self) -> *mut bindings::scsi_cmnd {
@@ -668,9 +648,19 @@ impl<T: Operations> Command<T> {
         }
     }
 
-    /// Hands the command back to the midlayer, to be queued again later.
+    /// Hands the command back to the midlayer, to be queued again once the
+    /// host has room (a full queue shared by its LUNs).
     pub(crate) fn busy(self) -> Busy<T> {
-        Busy(self)
+        Busy(self, BusyScope::Host)
+    }
+
+    /// Hands the command back to the midlayer, to be retried for its LUN
+    /// alone: for a wait that is not about room, such as a device reset.
+    /// While the host has starved LUNs, every completion schedules its LUN's
+    /// requeue work, and a LUN that a scan probes and destroys right after
+    /// its last completion can have that work run its destroyed queue.
+    pub(crate) fn busy_device(self) -> Busy<T> {
+        Busy(self, BusyScope::Device)
     }
 }
 
@@ -711,12 +701,15 @@ unsafe extern "C" fn queuecommand<T: Operations>(
     // SAFETY: The host is added (the midlayer calls only then).
     match T::queue_command(unsafe { host_data::<T>(shost) }, cmd) {
         Ok(()) => 0,
-        Err(Busy(back)) if back.sc == sc => {
+        Err(Busy(back, scope)) if back.sc == sc => {
             // The midlayer owns it again.
             core::mem::forget(back);
-            bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY
+            match scope {
+                BusyScope::Host => bindings::scsi_qc_status_SCSI_MLQUEUE_HOST_BUSY,
+                BusyScope::Device => bindings::scsi_qc_status_SCSI_MLQUEUE_DEVICE_BUSY,
+            }
         }
-        Err(Busy(other)) => {
+        Err(Busy(other, _)) => {
             // Another command the driver owned: this one was taken care of,
             // the other is completed with an error when dropped.
             drop(other);

@@ -43,6 +43,9 @@ pub(super) fn lun_key(target: u32, lun: u64) -> u64 {
 struct ReqState {
     /// `None` while the device is down (reset, frozen, shut down).
     vq: Option<Virtqueue<Cmd>>,
+    /// The queue between [`Shared::park_all`] and the device reset: no
+    /// command goes on it and none comes off until [`Shared::take_back_all`].
+    parked: Option<Virtqueue<Cmd>>,
     /// Per tag of this hardware queue: the LUN key of the command the device
     /// holds, or `FREE`.
     inflight: KVec<u64>,
@@ -101,6 +104,7 @@ impl RequestQueue {
         }
         let state = ReqState {
             vq: Some(vq.typed()),
+            parked: None,
             inflight,
         };
         Ok(Self {
@@ -220,7 +224,7 @@ impl Shared {
         };
         let (last, key) = (cmd.is_last(), lun_key(addr.0, addr.1));
         let mut g = q.state.lock();
-        let ReqState { vq, inflight } = &mut *g;
+        let ReqState { vq, inflight, .. } = &mut *g;
         let Some(vq) = vq.as_mut() else {
             drop(g);
             return self.device_down(q, cmd);
@@ -251,7 +255,7 @@ impl Shared {
                 // the reset this schedules) or is gone.
                 if self.recovery.broken("request", hwq) {
                     q.stats.busy.fetch_add(1, Relaxed);
-                    return Err(cmd.busy());
+                    return Err(cmd.busy_device());
                 }
                 cmd.complete(u32::from(host_byte::DID_BAD_TARGET) << 16, 0, &[]);
                 Ok(())
@@ -273,7 +277,7 @@ impl Shared {
             return Ok(());
         }
         q.stats.busy.fetch_add(1, Relaxed);
-        Err(cmd.busy())
+        Err(cmd.busy_device())
     }
 
     /// A bidirectional command: VIRTIO_SCSI_F_INOUT is not negotiated, so the
@@ -311,7 +315,7 @@ impl Shared {
         };
         let mut n = 0;
         let mut g = q.state.lock();
-        let ReqState { vq, inflight } = &mut *g;
+        let ReqState { vq, inflight, .. } = &mut *g;
         let broken = match vq.as_mut() {
             None => false,
             Some(vq) => loop {
@@ -347,7 +351,7 @@ impl Shared {
             return 0;
         };
         let mut g = q.state.lock();
-        let ReqState { vq, inflight } = &mut *g;
+        let ReqState { vq, inflight, .. } = &mut *g;
         let n = match vq.as_mut() {
             Some(vq) => self.drain(q, vq, inflight),
             None => 0,
@@ -373,13 +377,26 @@ impl Shared {
         n
     }
 
+    /// The device is about to be reset: no command goes to its queues from
+    /// now on (each is answered device-busy), and none is completed until
+    /// [`Shared::take_back_all`]. The queue lock orders this after every
+    /// submission under way, so the device is never notified once reset.
+    pub(super) fn park_all(&self) {
+        for q in self.queues.iter() {
+            let mut g = q.state.lock();
+            if let Some(vq) = g.vq.take() {
+                g.parked = Some(vq);
+            }
+        }
+    }
+
     /// The device was reset: answers it gave before count, the rest go back
     /// to the midlayer with `result` (to be retried, or failed after
     /// shutdown); the queues are let go until `attach`.
     pub(super) fn take_back_all(&self, reset: &Reset<'_>, result: u8) {
         for q in self.queues.iter() {
             let mut g = q.state.lock();
-            let Some(mut vq) = g.vq.take() else {
+            let Some(mut vq) = g.parked.take() else {
                 continue;
             };
             while let Some((cmd, len)) = vq.get_buf() {

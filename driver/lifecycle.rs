@@ -35,7 +35,7 @@ impl VirtioScsi {
             );
         }
         self.shared.log_bound(dev, host_no);
-        // Outside the host lock: a reset during the scan quiesces the host.
+        // Outside the host lock: a reset may run during the scan.
         handle.scan_all();
         Ok(())
     }
@@ -52,26 +52,16 @@ impl VirtioScsi {
         self.take_down(host_byte::DID_NO_CONNECT);
     }
 
-    /// Stops (`true`) or restarts the block layer's calls into the driver
-    /// around a device reset.
-    pub(super) fn quiesce(&self, on: bool) {
-        let mut g = self.host.lock();
-        if let Some(h) = Option::as_mut(&mut *g) {
-            if on {
-                h.quiesce();
-            } else {
-                h.unquiesce();
-            }
-        }
-    }
-
     /// Resets the device and takes back everything it held: commands go back
-    /// to the midlayer with `result`; then the queues are deleted.
+    /// to the midlayer with `result`; then the queues are deleted. Commands
+    /// that come meanwhile are answered device-busy (retried) or, after
+    /// shutdown, failed.
     pub(super) fn take_down(&self, result: u8) {
         let set = self.vqs.lock().take();
         let Some(set) = set else {
             return;
         };
+        self.shared.park_all();
         let reset = set.reset();
         self.shared.take_back_all(&reset, result);
         self.shared.ctrl.detach(&reset);

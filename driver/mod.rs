@@ -198,14 +198,12 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn reset_prepare(&self, _dev: &virtio::Device<Self>) -> Result {
-        self.quiesce(true);
         self.take_down(host_byte::DID_RESET);
         Ok(())
     }
 
     fn reset_done(&self, dev: &virtio::Device<Self>) -> Result {
         let r = self.bring_up(dev);
-        self.quiesce(false);
         self.events.rescan_after_reset();
         r
     }

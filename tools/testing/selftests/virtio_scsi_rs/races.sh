@@ -30,7 +30,7 @@
 #   freeze    PM freeze (pm_test=devices) with the stray on the SYNCHRONIZE
 #             CACHE that sd's suspend sends: the queue breaks after the
 #             freezable workqueues are frozen, and the SYNCHRONIZE CACHE is
-#             answered host-busy until the recovery reset has run (it is not
+#             answered device-busy until the recovery reset has run (it is not
 #             on a freezable workqueue, or the suspend would wait for ever).
 #             The suspend must end,
 #             the data written before read back on both disks, writes after
