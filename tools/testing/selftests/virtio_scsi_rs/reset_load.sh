@@ -19,13 +19,25 @@
 # is shown and the guest is rebooted at once (QEMU exits): the I/O of a task
 # that oopsed never finishes, so fio and poweroff would wait for it.
 #
+# With VSRS_RESET_SCANS=1 (case "reset during scans virtio_scsi_rs") a loop
+# of full host scans runs beside: each probes the 255 targets the device has
+# not got through temporary devices that the midlayer destroys, so resets
+# meet devices being destroyed. Blocking the host for a reset raced with
+# that (a use-after-free of a destroyed request queue, found by the fuzzer).
+# Also checked then: the scans ran, and only the two disks remain.
+#
 # Environment:
 #   VSRS_BREAKS       breaks (default 200)
+#   VSRS_RESET_SCANS  1: full host scans in a loop during the breaks
 #   VSRS_FIO_SIZE     bytes each fio job writes and verifies per run (default 16M)
 #   VSRS_INSMOD_ARGS  module parameters (run_tests.sh: max_breaks=1000)
 cd "$(dirname "$0")" && . ./lib.sh
 
-begin_rs_only "reset under load $MOD" "the C driver leaves a broken queue broken"
+if [ -n "${VSRS_RESET_SCANS:-}" ]; then
+	begin_rs_only "reset during scans $MOD" "the C driver leaves a broken queue broken"
+else
+	begin_rs_only "reset under load $MOD" "the C driver leaves a broken queue broken"
+fi
 NB=${VSRS_BREAKS:-200}
 size=${VSRS_FIO_SIZE:-16M}
 
@@ -88,6 +100,20 @@ kstate() {
 		/its virtqueues work again/ {n++} $0 ~ re {r = 1} END {print n + 0, r + 0}'
 }
 r0=$(drv_stat broken_queue_resets) q0=$(queue_submitted)
+scan_pid=
+if [ -n "${VSRS_RESET_SCANS:-}" ]; then
+	host=$(vsrs_hosts | head -n 1)
+	echo 0 >/tmp/reset_load.scans
+	(
+		n=0
+		while :; do
+			echo '- - -' >"/sys/class/scsi_host/host$host/scan"
+			n=$((n + 1))
+			echo "$n" >/tmp/reset_load.scans
+		done
+	) &
+	scan_pid=$!
+fi
 fio_start
 start=$SECONDS
 done_breaks=0
@@ -128,6 +154,12 @@ for ((i = 1; i <= NB; i++)); do
 	done_breaks=$i
 done
 took=$((SECONDS - start))
+if [ -n "$scan_pid" ]; then
+	kill "$scan_pid"
+	wait "$scan_pid" 2>/dev/null
+	scans=$(cat /tmp/reset_load.scans)
+	expect_eq "full host scans ran during the breaks ($scans)" "$((scans >= 10))" 1
+fi
 ctl_ok '{"cmd":"clear"}' >/dev/null
 resets=$(($(drv_stat broken_queue_resets) - r0))
 echo "$done_breaks breaks, $resets resets in $took s; $runs fio runs ($njobs jobs of iodepth 64 each, $size per job)" | diag
@@ -181,6 +213,9 @@ moved() {
 check "every request queue ($nq) carried I/O" moved
 check "$d0 reads after the resets" dd if="$d0" of=/dev/null bs=64k count=16 iflag=direct status=none
 check "$d1 reads after the resets" dd if="$d1" of=/dev/null bs=64k count=16 iflag=direct status=none
+if [ -n "$scan_pid" ]; then
+	expect_eq "after the scans: the two disks and no other device" "$(vsrs_devices | wc -l)" 2
+fi
 failed_reset() { ! dmesg | tail -n +"$((mark + 1))" | grep -E 'device reset failed|no more resets|double|blk[-_]mq'; }
 check "dmesg: no failed reset, no double completion or blk-mq complaint" failed_reset
 diag <"$stats"

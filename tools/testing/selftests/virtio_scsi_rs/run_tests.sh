@@ -13,6 +13,7 @@
 # unplug" and "tmf" drive QEMU's monitor from the guest (run-guest --ctl);
 # VSRS_CYCLES / VSRS_RESETS size their loops (defaults 200 / 100), and
 # VSRS_BREAKS the broken queues of "reset under load" (default 200).
+# VSRS_SCAN_BREAKS those of "reset during scans" (default 100).
 # VSRS_KEEP_LOGS=DIR keeps each case's guest output, kernel console and test
 # device log there (NAME.out, NAME.console, NAME.testdev); a case with a
 # failed result shows their last 60 lines either way.
@@ -434,6 +435,11 @@ guest "abort race virtio_scsi_rs" \
 guest "reset under load virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_BREAKS:-200}" reset_load.sh
+# The same with full host scans in a loop (each destroys 255 temporary
+# devices): the resets meet devices being destroyed.
+guest "reset during scans virtio_scsi_rs" \
+	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
+	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_SCAN_BREAKS:-100} VSRS_RESET_SCANS=1" reset_load.sh
 
 # --- issue 15: lifecycle races (races.sh), with the test device ----------------
 # post_poweroff KLOG STATUS: the guest powered itself off (not stopped by the
