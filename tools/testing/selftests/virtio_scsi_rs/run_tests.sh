@@ -556,6 +556,29 @@ multipath() { # DRIVER NAME
 multipath rs virtio_scsi_rs
 multipath c "C driver"
 
+# --- issue 16 item 6: live migration under I/O (migration.sh) ------------------
+# Not a virtme-ng guest (its shared root blocks migration): migration.sh runs
+# two QEMU processes of its own on an initramfs guest and migrates it between
+# them while fio verifies, then stops and continues it.
+migration() { # DRIVER NAME
+	local name="migration under I/O $2" out results=0
+	selected "$name" || return 0
+	echo "# $name: migration.sh"
+	out=$(mktemp)
+	"$here/migration.sh" "$1" "${VSRS_KDIR:-$("$top/tools/kdir.sh" "${KERNEL:-test}" | cut -f1)}" \
+		"$img_dir/migration-$1" >"$out" 2>&1
+	take_results "$name" "$out"
+	[ "$results" -gt 0 ] || { result fail "$name: migration.sh gave results"; sed 's/^/# /' "$out" | tail -n 30; }
+	if [ -n "${VSRS_KEEP_LOGS:-}" ]; then
+		mkdir -p "$VSRS_KEEP_LOGS"
+		cat "$img_dir/migration-$1/src.log" "$img_dir/migration-$1/dst.log" \
+			>"$VSRS_KEEP_LOGS/${name//[^A-Za-z0-9_.-]/_}.console" 2>/dev/null
+	fi
+	rm -f "$out"
+}
+migration rs virtio_scsi_rs
+migration c "C driver"
+
 echo "1..$n"
 [ "$known" -eq 0 ] || echo "# known kernel reports counted apart (not failures): $known"
 echo "# selftests: $pass passed, $fail failed"
