@@ -103,6 +103,10 @@ pub enum Fault {
     /// PI: corrupt the first guard tag a read returns (the driver's side
     /// must catch it).
     BadGuard,
+    /// READ(16) only: the data handed back with the byte at this offset
+    /// (modulo its length) changed, reported good. No driver can catch it;
+    /// the reader's own check must.
+    BadData(u32),
     /// After the completion, a second used-ring entry for the same head: a
     /// completion for a descriptor the driver has not (or no longer) submitted.
     Stray,
@@ -453,6 +457,16 @@ impl Device {
                 .is_some()
             {
                 r.data_in[0] ^= 0xff;
+            }
+        }
+        if op == 0x88 && r.status == scsi::GOOD && !r.data_in.is_empty() {
+            if let Some(Rule {
+                fault: Fault::BadData(at),
+                ..
+            }) = self.take_rule(false, t, l, op, |f| matches!(f, Fault::BadData(_)))
+            {
+                let n = r.data_in.len();
+                r.data_in[at as usize % n] ^= 0xa5;
             }
         }
         let mut response = S_OK;
@@ -816,6 +830,7 @@ impl Device {
             "tmf_response" => Fault::Response(num("code", S_FUNCTION_REJECTED as u64) as u8),
             "guard" => Fault::GuardError,
             "bad_guard" => Fault::BadGuard,
+            "bad_data" => Fault::BadData(num("at", 0) as u32),
             "stray" | "tmf_stray" => Fault::Stray,
             o => return Err(format!("unknown fault {o}")),
         };
@@ -1018,6 +1033,25 @@ mod tests {
     }
 
     const READ1: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    const READ16: [u8; 16] = [0x88, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0];
+
+    #[test]
+    fn bad_data_changes_one_byte_of_a_read16() {
+        let mut d = dev();
+        let good = d.handle_cmd(&req(0, 0, &READ16, 1), CMD_RESP_SIZE + 512);
+        // READ(10) does not take the rule; the READ(16) after it does.
+        let mut d = dev_after(r#"{"cmd":"fault","fault":"bad_data","at":1000,"target":0,"lun":0}"#);
+        let plain = d.handle_cmd(&req(0, 0, &READ1, 2), CMD_RESP_SIZE + 512);
+        assert_eq!(resp(&plain).3, S_OK);
+        let bad = d.handle_cmd(&req(0, 0, &READ16, 3), CMD_RESP_SIZE + 512);
+        assert_eq!(resp(&bad), (0, 0, scsi::GOOD, S_OK));
+        let diff: Vec<usize> = (0..good.bytes.len())
+            .filter(|&i| good.bytes[i] != bad.bytes[i])
+            .collect();
+        assert_eq!(diff, vec![CMD_RESP_SIZE + 1000 % 512]);
+        let again = d.handle_cmd(&req(0, 0, &READ16, 4), CMD_RESP_SIZE + 512);
+        assert_eq!(again.bytes, good.bytes);
+    }
 
     #[test]
     fn lun_parsing() {
@@ -1371,6 +1405,8 @@ mod tests {
                 let mut r = req(0, lun, &[0x2a, 0, 0, 0, 0, 2, 0, 0, 1, 0], i);
                 r.extend(std::iter::repeat(0xab).take(512));
                 d.handle_cmd(&r, CMD_RESP_SIZE)
+            } else if i % 3 == 1 {
+                d.handle_cmd(&req(0, lun, &READ16, i), CMD_RESP_SIZE + 512)
             } else {
                 d.handle_cmd(&req(0, lun, &READ1, i), CMD_RESP_SIZE + 512)
             };

@@ -98,7 +98,10 @@ const fn k(name: &'static str, site: Site, hard: bool, weight: u32, what: &'stat
 /// The grammar of lies, default weights. No lie here claims success for a
 /// command the device did not execute (RECOVERED ERROR / NO SENSE sense,
 /// CONDITION MET status, response OK without data): those corrupt data
-/// silently whatever the driver does, and are not in this version.
+/// silently whatever the driver does, and are not in this version. One
+/// corrupts data on purpose, where the reader checks it: `read16_data`
+/// changes a byte of what a READ(16) reads, and only the test's checked
+/// reads of the hard LUN send READ(16) (sd uses READ(10) on small disks).
 #[rustfmt::skip]
 pub const KINDS: &[Kind] = &[
     k("used_len_over", Site::Cmd, false, 10, "used length past the buffers"),
@@ -117,6 +120,7 @@ pub const KINDS: &[Kind] = &[
     k("response_fail", Site::Cmd, true, 4, "BAD_TARGET, TARGET_FAILURE, INCORRECT_LUN, ABORTED or NEXUS_FAILURE; not run"),
     k("sense_fail", Site::Cmd, true, 4, "MEDIUM ERROR, HARDWARE ERROR, ILLEGAL REQUEST or DATA PROTECT; not run"),
     k("status_fail", Site::Cmd, true, 2, "RESERVATION CONFLICT; not run"),
+    k("read16_data", Site::Cmd, true, 2, "READ(16) data with one byte changed, reported good"),
     k("event_flood", Site::Event, false, 2, "1-100 PARAM_CHANGE events (the excess dropped, EVENTS_MISSED)"),
     k("event_missed_storm", Site::Event, false, 2, "1-40 NO_EVENT | EVENTS_MISSED events"),
     k("event_unknown", Site::Event, false, 2, "an event of an undefined type"),
@@ -362,6 +366,7 @@ fn make(r: &mut Rng, i: usize, t: u8, l: u16, luns: &[(u8, u16)]) -> Lie {
             rule(Fault::Sense(k, a, q))
         }
         "status_fail" => rule(Fault::Status(0x18)),
+        "read16_data" => rule(Fault::BadData(r.next() as u32)),
         "event_flood" => {
             let n = r.range(1, 100) as usize;
             Lie::Events(vec![

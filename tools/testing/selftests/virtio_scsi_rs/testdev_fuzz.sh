@@ -22,7 +22,10 @@
 #     LUN's INQUIRY can make its scan fail for good) and sg_reset LUN,
 #     target, bus and host resets in turn (TMFs, among its TMF lies).
 # The device's lies carry no data corruption (none claims success for a
-# command it did not execute), so any wrong data is a failure. Then the
+# command it did not execute), but one: read16_data changes a byte of what
+# a READ(16) of the hard disk hands back, and the data loop's READ(16)
+# reads, the only ones, check it. So wrong data is a failure anywhere but
+# there, and there it must show exactly as often as the device lied. Then the
 # lies stop, held requests are released, the workload must end, both disks
 # read, a LUN added appears and goes when removed. At the end no kernel
 # report and no kmemleak leak. Every diagnostic
@@ -121,7 +124,11 @@ fio_loop() {
 
 # data_loop DIR: on $d1 until DIR/stop, a pattern written to a 64 KiB block
 # and read back; one line per round in DIR/data: "ok", "write-error",
-# "read-error" or "WRONG BLOCK" ("disk-gone" and the end when $d1 is).
+# "read-error" or "WRONG BLOCK" ("disk-gone" and the end when $d1 is). Then
+# the block read again with READ(16) through SG_IO, one line in DIR/data16:
+# "ok", "read-error" or "WRONG BLOCK"; the only READ(16)s the hard LUN gets
+# (sd sends READ(10) to a disk this small), so the device's read16_data lies
+# land there and nowhere else.
 data_loop() {
 	local i=0 p b sum
 	while [ ! -e "$1/stop" ]; do
@@ -137,6 +144,15 @@ data_loop() {
 		fi
 		sum=$(md5sum <"$1/rd" | cut -d' ' -f1)
 		if [ "$sum" = "${psum[p]}" ]; then echo ok; else echo "WRONG $b"; fi >>"$1/data"
+		# LBA b * 128 (512-byte blocks) as the CDB's 8 bytes, 128 blocks.
+		# shellcheck disable=SC2046 # the bytes are words
+		if ! bounded 120 sg_raw -n -r 64k -o "$1/rd16" "$d1" 88 00 \
+			$(printf '%016x' $((b * 128)) | sed 's/../& /g') 00 00 00 80 00 00 >/dev/null 2>&1; then
+			echo read-error >>"$1/data16"
+			continue
+		fi
+		sum=$(md5sum <"$1/rd16" | cut -d' ' -f1)
+		if [ "$sum" = "${psum[p]}" ]; then echo ok; else echo "WRONG $b"; fi >>"$1/data16"
 	done
 }
 
@@ -247,6 +263,13 @@ for seed in $seeds; do
 	wrong=$(grep -c WRONG "$dir/data")
 	judge "seed $seed: $d1 (hard): every read gave the data written or an I/O error ($wrong wrong)" \
 		test "$wrong" = 0
+	# The device changed a byte of $told16 READ(16)s (read16_data): each
+	# must show as wrong data, and no other read may.
+	echo "seed $seed: $d1 (hard) READ(16) rounds: $(counts "$dir/data16")" | diag
+	wrong16=$(grep -c WRONG "$dir/data16")
+	told16=$(grep -o '"counts":{[^}]*}' <<<"$state" | grep -o '"read16_data":[0-9]*' | cut -d: -f2)
+	judge "seed $seed: $d1 (hard): the READ(16)s the device changed, and only those, gave wrong data ($wrong16 wrong, ${told16:-?} changed)" \
+		test "$wrong16" = "${told16:-x}"
 	echo "seed $seed: sg3_utils: $(counts "$dir/sg")" | diag
 	echo "seed $seed: resets: $(counts "$dir/resets"); LUN 0:2 added $added (appeared $appeared), removed $removed (gone $gone)" | diag
 	# Under the lies a scan may fail for good (the midlayer does not retry
