@@ -21,13 +21,17 @@
 # twice or unknown (untracked 0), and no reset or abort was needed; rmmod;
 # neither QEMU's console shows a kernel report from the driver's loading on.
 #
-# Environment: VSRS_MIG_SECONDS, how long the guest runs fio (default 120).
+# Environment: VSRS_MIG_SECONDS, how long the guest runs fio (default 120);
+# VSRS_MIG_SIZE, what each of its 2 jobs writes a run (default 48M: some
+# seconds a run on the test kernel, about as long as the migration; the
+# debug kernel is slower, KERNEL=debug makes it 8M). At least 4 runs.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../../../.." && pwd)
 . "$here/reports.sh"
 drv=$1 kdir=$2 dir=$3
 secs=${VSRS_MIG_SECONDS:-120}
+size=${VSRS_MIG_SIZE:-$([ "${KERNEL:-test}" = debug ] && echo 8M || echo 48M)}
 case $drv in
 rs) ko=$top/virtio_scsi_rs.ko ;;
 c) ko=$kdir/drivers/scsi/virtio_scsi.ko ;;
@@ -77,7 +81,7 @@ qemu() {
 	qemu-system-x86_64 -name "vsrs-mig-$name" -machine q35 -accel tcg -cpu qemu64 -smp 2 -m 1G \
 		-nodefaults -no-user-config -display none -no-reboot \
 		-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$dir/initrd.cpio" \
-		-append "console=ttyS0 loglevel=7 panic=-1 tsc=unstable vsrs_mig_seconds=$secs" \
+		-append "console=ttyS0 loglevel=7 panic=-1 tsc=unstable vsrs_mig_seconds=$secs vsrs_mig_size=$size" \
 		-serial "file:$dir/$name.log" -qmp "unix:$dir/$name.qmp,server=on,wait=off" \
 		-device virtio-scsi-pci,id=vs0,num_queues=2 \
 		-blockdev "driver=file,filename=$dir/disk.raw,node-name=d0,cache.direct=off" \
@@ -126,7 +130,7 @@ stop_all() {
 trap stop_all EXIT
 
 qemu src
-if ! wait_line "$src_log" 300 'vsrs-mig: fio run 1 started'; then
+if ! wait_line "$src_log" 900 'vsrs-mig: fio run 1 started'; then
 	not_ok "the guest loads the driver and starts fio on the source"
 	tail -n 30 "$src_log" "$dir/src.qemu" | diag
 	exit 0

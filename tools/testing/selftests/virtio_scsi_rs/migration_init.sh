@@ -5,7 +5,8 @@
 #
 # Loads the driver, waits for the disk (target 0 LUN 0), then runs fio
 # write-and-verify runs back to back until vsrs_mig_seconds (kernel command
-# line) have passed since the first began; the host migrates the guest and
+# line) have passed since the first began, and at least 4 runs (each job
+# writes vsrs_mig_size, default 48M, then verifies); the host migrates the guest and
 # stops and continues it meanwhile. Every line for the host starts with
 # "vsrs-mig: " on the serial console (the kernel's messages are there too).
 # Ends with the driver's counters, its removal, and a power-off.
@@ -16,9 +17,12 @@ mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
 say() { echo "vsrs-mig: $*" >/dev/console; }
 
-seconds=120
+seconds=120 size=48M
 for a in $(cat /proc/cmdline); do
-	case $a in vsrs_mig_seconds=*) seconds=${a#*=} ;; esac
+	case $a in
+	vsrs_mig_seconds=*) seconds=${a#*=} ;;
+	vsrs_mig_size=*) size=${a#*=} ;;
+	esac
 done
 
 if insmod /driver.ko; then say "insmod ok"; else say "insmod failed"; fi
@@ -28,14 +32,14 @@ if [ -b /dev/sda ]; then
 	say "disk /dev/sda $(cat /sys/block/sda/size) sectors"
 	start=$(cut -d. -f1 /proc/uptime)
 	runs=0 failed=0
-	while [ $(($(cut -d. -f1 /proc/uptime) - start)) -lt "$seconds" ]; do
+	while [ "$runs" -lt 4 ] || [ $(($(cut -d. -f1 /proc/uptime) - start)) -lt "$seconds" ]; do
 		runs=$((runs + 1))
 		say "fio run $runs started"
 		# Two jobs on regions of their own, random writes of 4-64 KiB at
 		# depth 16, each block checked (crc32c) once the region is written.
 		if fio --name=mig --filename=/dev/sda --ioengine=libaio --direct=1 \
 			--rw=randwrite --bsrange=4k-64k --iodepth=16 --numjobs=2 \
-			--size=48M --offset_increment=48M --verify=crc32c \
+			--size="$size" --offset_increment="$size" --verify=crc32c \
 			--do_verify=1 --verify_fatal=1 --group_reporting \
 			--output-format=terse >/tmp/fio.out 2>&1; then
 			say "fio run $runs done"
