@@ -33,11 +33,9 @@
 #   VSRS_INSMOD_ARGS  module parameters (run_tests.sh: max_breaks=1000)
 cd "$(dirname "$0")" && . ./lib.sh
 
-if [ -n "${VSRS_RESET_SCANS:-}" ]; then
-	begin_rs_only "reset during scans $MOD" "the C driver leaves a broken queue broken"
-else
-	begin_rs_only "reset under load $MOD" "the C driver leaves a broken queue broken"
-fi
+case_name="reset under load"
+[ -n "${VSRS_RESET_SCANS:-}" ] && case_name="reset during scans"
+begin_rs_only "$case_name $MOD" "the C driver leaves a broken queue broken"
 NB=${VSRS_BREAKS:-200}
 size=${VSRS_FIO_SIZE:-16M}
 

@@ -560,13 +560,15 @@ multipath c "C driver"
 # Not a virtme-ng guest (its shared root blocks migration): migration.sh runs
 # two QEMU processes of its own on an initramfs guest and migrates it between
 # them while fio verifies, then stops and continues it.
+mig_kdir=
 migration() { # DRIVER NAME
 	local name="migration under I/O $2" out results=0
 	selected "$name" || return 0
 	echo "# $name: migration.sh"
+	# The guest kernel, found once for both drivers.
+	mig_kdir=${mig_kdir:-${VSRS_KDIR:-$("$top/tools/kdir.sh" "${KERNEL:-test}" | cut -f1)}}
 	out=$(mktemp)
-	"$here/migration.sh" "$1" "${VSRS_KDIR:-$("$top/tools/kdir.sh" "${KERNEL:-test}" | cut -f1)}" \
-		"$img_dir/migration-$1" >"$out" 2>&1
+	"$here/migration.sh" "$1" "$mig_kdir" "$img_dir/migration-$1" >"$out" 2>&1
 	take_results "$name" "$out"
 	[ "$results" -gt 0 ] || { result fail "$name: migration.sh gave results"; sed 's/^/# /' "$out" | tail -n 30; }
 	if [ -n "${VSRS_KEEP_LOGS:-}" ]; then

@@ -122,6 +122,13 @@ fio_loop() {
 	done
 }
 
+# same P B FILE: "ok" when FILE holds pattern P, else "WRONG B".
+same() {
+	local sum
+	sum=$(md5sum <"$3" | cut -d' ' -f1)
+	if [ "$sum" = "${psum[$1]}" ]; then echo ok; else echo "WRONG $2"; fi
+}
+
 # data_loop DIR: on $d1 until DIR/stop, a pattern written to a 64 KiB block
 # and read back; one line per round in DIR/data: "ok", "write-error",
 # "read-error" or "WRONG BLOCK" ("disk-gone" and the end when $d1 is). Then
@@ -130,7 +137,7 @@ fio_loop() {
 # (sd sends READ(10) to a disk this small), so the device's read16_data lies
 # land there and nowhere else.
 data_loop() {
-	local i=0 p b sum
+	local i=0 p b
 	while [ ! -e "$1/stop" ]; do
 		[ -b "$d1" ] || { echo disk-gone >>"$1/data"; return; }
 		i=$((i + 1)) p=$((i % 4)) b=$((i * 7 % 200))
@@ -142,8 +149,7 @@ data_loop() {
 			echo read-error >>"$1/data"
 			continue
 		fi
-		sum=$(md5sum <"$1/rd" | cut -d' ' -f1)
-		if [ "$sum" = "${psum[p]}" ]; then echo ok; else echo "WRONG $b"; fi >>"$1/data"
+		same "$p" "$b" "$1/rd" >>"$1/data"
 		# LBA b * 128 (512-byte blocks) as the CDB's 8 bytes, 128 blocks.
 		# shellcheck disable=SC2046 # the bytes are words
 		if ! bounded 120 sg_raw -n -r 64k -o "$1/rd16" "$d1" 88 00 \
@@ -151,8 +157,7 @@ data_loop() {
 			echo read-error >>"$1/data16"
 			continue
 		fi
-		sum=$(md5sum <"$1/rd16" | cut -d' ' -f1)
-		if [ "$sum" = "${psum[p]}" ]; then echo ok; else echo "WRONG $b"; fi >>"$1/data16"
+		same "$p" "$b" "$1/rd16" >>"$1/data16"
 	done
 }
 
@@ -239,7 +244,8 @@ for seed in $seeds; do
 	: >"$dir/stop"
 	state=$(ctl '{"cmd":"fuzz"}')
 	lies=$(fuzz_field lies) cmds=$(fuzz_field cmds) tmfs=$(fuzz_field tmfs)
-	echo "seed $seed: $lies lies in $cmds commands and $tmfs TMFs; by kind: $(grep -o '"counts":{[^}]*}' <<<"$state" | tr -d '"{}' | sed 's/^counts://; s/,/, /g')" | diag
+	by_kind=$(grep -o '"counts":{[^}]*}' <<<"$state")
+	echo "seed $seed: $lies lies in $cmds commands and $tmfs TMFs; by kind: $(tr -d '"{}' <<<"$by_kind" | sed 's/^counts://; s/,/, /g')" | diag
 	echo "seed $seed: digest $(grep -o '"digest":"[0-9a-f]*"' <<<"$state" | cut -d'"' -f4)" | diag
 	check "seed $seed: the device lied ($lies lies)" test "${lies:-0}" -gt 0
 	ended() { ! kill -0 "$fio_pid" 2>/dev/null && ! kill -0 "$data_pid" 2>/dev/null && ! kill -0 "$sg_pid" 2>/dev/null; }
@@ -267,7 +273,7 @@ for seed in $seeds; do
 	# must show as wrong data, and no other read may.
 	echo "seed $seed: $d1 (hard) READ(16) rounds: $(counts "$dir/data16")" | diag
 	wrong16=$(grep -c WRONG "$dir/data16")
-	told16=$(grep -o '"counts":{[^}]*}' <<<"$state" | grep -o '"read16_data":[0-9]*' | cut -d: -f2)
+	told16=$(grep -o '"read16_data":[0-9]*' <<<"$by_kind" | cut -d: -f2)
 	judge "seed $seed: $d1 (hard): the READ(16)s the device changed, and only those, gave wrong data ($wrong16 wrong, ${told16:-?} changed)" \
 		test "$wrong16" = "${told16:-x}"
 	echo "seed $seed: sg3_utils: $(counts "$dir/sg")" | diag
