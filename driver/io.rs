@@ -236,37 +236,38 @@ impl Shared {
             cmd.complete(u32::from(host_byte::DID_ERROR) << 16, 0, &[]);
             return Ok(());
         }
-        let added = vq.add(cmd, |c, s| describe(c, s, req_len));
-        if added.is_ok() {
-            if last {
-                if let Some(kick) = vq.kick_prepare() {
-                    kick.notify();
+        let (cmd, e) = match vq.add(cmd, |c, s| describe(c, s, req_len)) {
+            Ok(()) => {
+                if last {
+                    if let Some(kick) = vq.kick_prepare() {
+                        kick.notify();
+                    }
                 }
+                q.stats.submitted.fetch_add(1, Relaxed);
+                return Ok(());
             }
-            q.stats.submitted.fetch_add(1, Relaxed);
-            return Ok(());
-        }
+            Err(failed) => failed,
+        };
         set_key(inflight, tag, FREE);
-        drop(g);
-        match added {
-            Ok(()) => Ok(()),
-            Err((cmd, e)) if e == EIO => {
-                // The queue is broken: the device misbehaved (retried after
-                // the reset this schedules) or is gone.
-                if self.recovery.broken("request", hwq) {
-                    q.stats.busy.fetch_add(1, Relaxed);
-                    return Err(cmd.busy_device());
-                }
-                cmd.complete(u32::from(host_byte::DID_BAD_TARGET) << 16, 0, &[]);
-                Ok(())
-            }
-            Err((cmd, _)) => {
-                // The ring is full (or indirect descriptors could not be
-                // allocated): the midlayer retries later.
-                q.stats.busy.fetch_add(1, Relaxed);
-                Err(cmd.busy())
-            }
+        if e != EIO {
+            drop(g);
+            // The ring is full (or indirect descriptors could not be
+            // allocated): the midlayer retries later.
+            q.stats.busy.fetch_add(1, Relaxed);
+            return Err(cmd.busy());
         }
+        // The queue is broken: the device misbehaved (retried after the
+        // reset this schedules) or is gone. Reported under the queue lock,
+        // so a reset that parks this queue later finds the report made and
+        // does not get a second one for the same break.
+        let retry = self.recovery.broken("request", hwq);
+        drop(g);
+        if retry {
+            q.stats.busy.fetch_add(1, Relaxed);
+            return Err(cmd.busy_device());
+        }
+        cmd.complete(u32::from(host_byte::DID_BAD_TARGET) << 16, 0, &[]);
+        Ok(())
     }
 
     /// A command while the queues are down: retried after a reset or resume,
@@ -333,10 +334,11 @@ impl Shared {
                 }
             },
         };
-        drop(g);
         if broken {
+            // Under the queue lock, as in `queue_command`.
             self.recovery.broken("request", i);
         }
+        drop(g);
         if n > 0 {
             q.stats.completed.fetch_add(n as u64, Relaxed);
         }

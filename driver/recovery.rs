@@ -80,7 +80,8 @@ impl Recovery {
 
     /// Virtqueue `name` was found broken. Returns `true` while a reset is
     /// under way (commands are to be retried), `false` once recovery has
-    /// stopped (they are to fail).
+    /// stopped (they are to fail). A request queue reports under its lock,
+    /// which orders the report before the reset parks that queue.
     pub(super) fn broken(self: &Arc<Self>, name: &str, index: usize) -> bool {
         let mut g = self.state.lock();
         if g.stopped {
