@@ -15,7 +15,7 @@
 #                   Rust; FUZZ_SECONDS, default 300)
 #   make fuzz-guest the guest fuzz case as a soak on the debug kernel
 #                   (FUZZ_GUEST_MINUTES, default 120; FUZZ_GUEST_C=1 also
-#                   the C driver's; tools/fuzz-guest.sh)
+#                   the C driver's, =only just it; tools/fuzz-guest.sh)
 #   make fuzz-shrink SEED=N MATCH=REGEX  one seed's lies narrowed down to
 #                   a few that still lead to REGEX (tools/fuzz-shrink.sh)
 #   make rust-analyzer  rust-project.json for an editor: the kernel's crates

@@ -4,7 +4,9 @@
 # kernel (KASAN, lockdep, kmemleak), in seeds of FUZZ_GUEST_SEED_SECONDS
 # (default 600) from FUZZ_GUEST_FIRST_SEED (default 1) on, in one guest.
 # FUZZ_GUEST_C=1 runs the C driver's soak (report only) first, as make
-# check's VSRS_FUZZ_C. KERNEL=test takes the test kernel instead.
+# check's VSRS_FUZZ_C; FUZZ_GUEST_C=only runs only it (beside a soak of
+# virtio_scsi_rs started on its own). KERNEL=test takes the test kernel
+# instead.
 #
 # Writes to FUZZ_GUEST_OUT (default /tmp/vsrs-fuzz-guest.DATE): soak.tap (the
 # TAP stream), logs/ (each guest's output, console and test device log) and
@@ -33,7 +35,11 @@ mkdir -p "$out/logs"
 echo "fuzz-guest: $kernel kernel $kdir; seeds $seeds, $per_seed s each; results in $out"
 
 cases='^testdev fuzz virtio_scsi_rs$'
-[ -n "${FUZZ_GUEST_C:-}" ] && cases='^testdev fuzz (C driver|virtio_scsi_rs)$'
+case ${FUZZ_GUEST_C:-} in
+'') ;;
+only) cases='^testdev fuzz C driver$' ;;
+*) cases='^testdev fuzz (C driver|virtio_scsi_rs)$' ;;
+esac
 # The guest's whole budget: the lies, then per seed the drain (up to 600 s)
 # and its checks, and the boot.
 KERNEL=$kernel VSRS_KDIR=$kdir VSRS_KEEP_LOGS=$out/logs VSRS_FUZZ_C=${FUZZ_GUEST_C:-} \
