@@ -5,7 +5,7 @@
 #
 #   tools/bench/bench.sh [--kernel bench|test] [--rounds N] [--runtime S] [--ramp S]
 #                        [--cpus N] [--luns N] [--out DIR] [--smoke]
-#                        [--disks 'null file'] [--rws 'randread randwrite']
+#                        [--disks 'null file iscsi'] [--rws 'randread randwrite']
 #                        [--engines 'io_uring libaio'] [--iodepths '1 32 128']
 #                        [--numjobs '1 N'] [--no-scan] [--trace]
 #                        [--cost [--ios N] [--seed S] [--rows REGEX]]
@@ -42,6 +42,14 @@
 # first: where the driver path's difference goes. Raw counts in
 # raw/pcprof-G.txt.
 #
+# The disk iscsi (issue 16 item 7) is a real target passed through: a tgt
+# disk over iSCSI on loopback (tools/tgt-target.sh), reached by QEMU's
+# libiscsi driver, scsi-block on the SCSI controller and the block layer for
+# virtio-blk (sessions of their own), read in three rows (4k random qd1 and
+# qd32, 128k sequential qd32). Before the guest, iscsi-perf drives the same
+# LUN from the host in each row (raw/host-iscsi.csv): the bare-metal
+# reference, beside the guest's rows in results.md.
+#
 # The fio matrix: rounds alternate whether C runs before or after Rust (ABBA
 # over two rounds; virtio-blk first or last), and each round runs the rows
 # in its own order drawn from --seed (default 1).
@@ -57,7 +65,7 @@ top=$(cd "$here/../.." && pwd)
 . "$top/tools/kernel.env"
 
 kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0 cost=0 profile=0 ios=2000 seed=1 rows=.
-disks="null file" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
+disks="null file iscsi" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
 set_rounds= set_runtime= set_ramp= set_luns=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -128,6 +136,9 @@ fi
 [ -f "$ko" ] || { say "no module at $ko"; exit 1; }
 
 # --- results directory and the fio job files ------------------------------------
+# The iSCSI rows, RW:BS:QD, each also run by iscsi-perf on the host (which
+# reads only: random with -r, sequential without).
+iscsi_rows="randread:4k:1 randread:4k:32 read:128k:32"
 if [ -z "$out" ]; then
 	if [ "$smoke" = 1 ]; then
 		out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
@@ -153,6 +164,14 @@ norandommap=1
 size=1g
 EOT
 	for disk in $disks; do
+		if [ "$disk" = iscsi ]; then
+			for row in $iscsi_rows; do
+				IFS=: read -r rw bs qd <<<"$row"
+				printf '\n[%s]\nstonewall\nfilename=${DEV_ISCSI}\nsize=100%%\nrw=%s\nbs=%s\nioengine=io_uring\niodepth=%s\nnumjobs=1\n' \
+					"iscsi-$rw-$bs-io_uring-qd$qd-j1" "$rw" "$bs" "$qd"
+			done
+			continue
+		fi
 		dev='${DEV_NULL}'; [ "$disk" = file ] && dev='${DEV_FILE}'
 		for rw in $rws; do
 			for eng in $engines; do
@@ -322,6 +341,41 @@ EOT
 	say "table: $out/cost.md"
 	exit $status
 fi
+# The passed-through disk: a tgtd of this run's own, stopped on exit.
+iscsi_ini=iqn.2026-12.invalid.vsrs:bench
+case " $disks " in
+*" iscsi "*)
+	tgt_dir=$img/tgt
+	target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$iscsi_ini-scsi" "$iscsi_ini-blk" "$iscsi_ini-host") ||
+		{ say "no iSCSI target (tools/tgt-target.sh, above)"; exit 1; }
+	trap '"$top/tools/tgt-target.sh" stop "$tgt_dir"; rm -rf "$img" ${tmp_ko:+"$tmp_ko"}' EXIT
+	read -r portal iqn <<<"$target"
+	b="driver=iscsi,transport=tcp,portal=$portal,target=$iqn,lun=1"
+	q+=" -blockdev $b,initiator-name=$iscsi_ini-scsi,node-name=siscsi"
+	q+=" -device scsi-block,bus=vs0.0,scsi-id=0,lun=2,drive=siscsi"
+	q+=" -blockdev $b,initiator-name=$iscsi_ini-blk,node-name=biscsi"
+	q+=" -device virtio-blk-pci,drive=biscsi,iothread=iot0,num-queues=$cpus,serial=bench-iscsi"
+	echo "$q" >"$out/qemu-fio.txt"
+	echo ISCSI=1 >>"$out/guest.env"
+	# The reference: the same rows from the host, iscsi-perf over the
+	# target's 512-byte blocks, a run per row and round.
+	say "host reference: iscsi-perf, $rounds round(s) of $(wc -w <<<"$iscsi_rows") rows of $runtime s"
+	echo "round,row,iops" >"$out/raw/host-iscsi.csv"
+	for r in $(seq 1 "$rounds"); do
+		for row in $iscsi_rows; do
+			IFS=: read -r rw bs qd <<<"$row"
+			blocks=$(( ${bs%k} * 2 )) random=()
+			[ "$rw" = randread ] && random=(-r)
+			iops=$(timeout $((runtime + 30)) iscsi-perf -i "$iscsi_ini-host" -m "$qd" -b "$blocks" \
+				"${random[@]}" -t "$runtime" "iscsi://$portal/$iqn/1" 2>&1 |
+				tr '\r' '\n' | sed -n 's/^iops average \([0-9]*\) .*/\1/p' | tail -n1) || true
+			[ -n "$iops" ] || { say "iscsi-perf gave no result for $row"; exit 1; }
+			echo "$r,iscsi-$rw-$bs-io_uring-qd$qd-j1,$iops" >>"$out/raw/host-iscsi.csv"
+		done
+	done
+	;;
+esac
+
 start=$(date +%s)
 say "fio guest: $rounds round(s), $(grep -c "^\[" "$out/jobs.fio") sections of ${runtime}+${ramp} s per driver"
 # The host's load while the fio guest runs (TCG shares the host's CPUs: a

@@ -8,7 +8,8 @@
 #   guest.sh CONFIG profile  the same by function (the pcprof plugin's guest)
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
-# ROUNDS, KO, POLLQ, RUNTIME, for scan LUNS, for cost COST_ROWS, COST_IOS and
+# ROUNDS, KO, POLLQ, RUNTIME, ISCSI (1: the fio matrix reads the iSCSI
+# disk), for scan LUNS, for cost COST_ROWS, COST_IOS and
 # COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST. Raw results
 # go to $OUT/raw/.
 set -euo pipefail
@@ -104,24 +105,34 @@ wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
 	done
 }
 
-# Sets DEV_NULL and DEV_FILE for DRIVER (loaded).
+# Sets DEV_NULL and DEV_FILE for DRIVER (loaded), and with ISCSI=1
+# DEV_ISCSI, the tgt disk passed through (SCSI LUN 2; virtio-blk's by serial).
 find_devs() { # DRIVER
+	DEV_ISCSI=
 	case $1 in
 	blk)
 		wait_for 60 blk_dev bench-null && wait_for 60 blk_dev bench-file || return 1
-		DEV_NULL=$(blk_dev bench-null) DEV_FILE=$(blk_dev bench-file) ;;
+		DEV_NULL=$(blk_dev bench-null) DEV_FILE=$(blk_dev bench-file)
+		if [ "${ISCSI:-0}" = 1 ]; then
+			wait_for 60 blk_dev bench-iscsi || return 1
+			DEV_ISCSI=$(blk_dev bench-iscsi)
+		fi ;;
 	*)
 		local m; m=$(module_of "$1")
 		wait_for 60 scsi_dev "$m" 0 && wait_for 60 scsi_dev "$m" 1 || return 1
-		DEV_NULL=$(scsi_dev "$m" 0) DEV_FILE=$(scsi_dev "$m" 1) ;;
+		DEV_NULL=$(scsi_dev "$m" 0) DEV_FILE=$(scsi_dev "$m" 1)
+		if [ "${ISCSI:-0}" = 1 ]; then
+			wait_for 60 scsi_dev "$m" 2 || return 1
+			DEV_ISCSI=$(scsi_dev "$m" 2)
+		fi ;;
 	esac
 	udevadm settle 2>/dev/null || true
 	local d
-	for d in "$DEV_NULL" "$DEV_FILE"; do
+	for d in "$DEV_NULL" "$DEV_FILE" ${DEV_ISCSI:+"$DEV_ISCSI"}; do
 		# The same (no) I/O scheduler for every driver.
 		echo none >"/sys/block/${d#/dev/}/queue/scheduler" 2>/dev/null || true
 	done
-	export DEV_NULL DEV_FILE
+	export DEV_NULL DEV_FILE DEV_ISCSI
 }
 
 # Round R's order of the DRIVERS: rotated by R, so none is always first.
@@ -156,7 +167,7 @@ req_irqs() {
 fio_run() { # DRIVER JOBFILE OUTPUT
 	local d=$1 jobs=$2 outf=$3 i0
 	find_devs "$d" || { log "$d: disks did not appear"; ls /sys/block >&2; return 1; }
-	log "$d: $(basename "$outf") on $DEV_NULL $DEV_FILE"
+	log "$d: $(basename "$outf") on $DEV_NULL $DEV_FILE $DEV_ISCSI"
 	i0=$(req_irqs)
 	fio --output-format=json --output="$outf" "$jobs" >"$outf.log" 2>&1 ||
 		{ log "$d: fio failed"; tail -n 20 "$outf.log" >&2; return 1; }

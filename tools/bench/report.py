@@ -24,6 +24,7 @@ import statistics
 import sys
 
 DRIVERS = ("blk", "c", "rust")
+DISKS = ("null", "file", "iscsi")
 LABEL = {"blk": "virtio-blk", "c": "C virtio_scsi", "rust": "virtio_scsi_rs"}
 # Two-sided 95% Student t quantiles, by degrees of freedom.
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -147,7 +148,7 @@ def workload(key):
 
 def order(key):
     disk, rw, bs, eng, qd, nj = key
-    return (["null", "file"].index(disk) if disk in ("null", "file") else 9,
+    return (DISKS.index(disk) if disk in DISKS else 9,
             "hipri" in eng, bs != "4k", rw, eng, nj, qd)
 
 
@@ -177,6 +178,30 @@ def table(data):
         rows.append(f"| {workload(key)} | {fmt(agg['blk']['iops'])} | {fmt(agg['c']['iops'])} "
                     f"| {fmt(agg['rust']['iops'])} | {ratio} | {lat} | {p99} |")
     return rows, slow
+
+
+def host_table(outdir, data):
+    """The iSCSI rows beside iscsi-perf on the host (raw/host-iscsi.csv): the
+    bare-metal reference of the passed-through disk, and each driver's share
+    of it (means over the rounds)."""
+    path = os.path.join(outdir, "raw", "host-iscsi.csv")
+    if not os.path.exists(path):
+        return []
+    host = {}
+    for line in open(path).read().splitlines()[1:]:
+        _, row, iops = line.split(",")
+        host.setdefault(row, []).append(float(iops))
+    rows = ["The passed-through disk against the host: the same LUN read by iscsi-perf (libiscsi) on the "
+            "host, the bare-metal reference; each driver's IOPS as a share of it:", "",
+            "| workload | host iscsi-perf IOPS | virtio-blk / host | C / host | Rust / host |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for key in sorted((k for k in data if k[0] == "iscsi"), key=order):
+        name = "{}-{}-{}-{}-qd{}-j{}".format(*key)
+        h = mean(host.get(name, []))
+        share = [mean([s["iops"] for s in data[key].get(drv, {}).values()]) / h if h else float("nan")
+                 for drv in DRIVERS]
+        rows.append(f"| {workload(key)} | {fmt(h)} | " + " | ".join(fmt(x, "{:.3f}") for x in share) + " |")
+    return rows
 
 
 def scan_table(outdir):
@@ -304,6 +329,9 @@ def main():
         print("report: no fio results in", outdir, file=sys.stderr)
         return 1
     rows, slow = table(data)
+    host = host_table(outdir, data)
+    if host:
+        rows += [""] + host
     head = [f"# make bench, {meta.get('DATE', '?')}", "",
             f"Accelerator {meta.get('ACCEL', '?')}, QEMU {meta.get('QEMU', '?')}, {meta.get('CPUS', '?')} vCPUs, "
             f"guest kernel {meta.get('GUEST_UNAME', '?')} ({meta.get('KERNEL', '?')}), host CPU {meta.get('HOST_CPU', '?')}; "
@@ -312,7 +340,9 @@ def main():
             "IOPS and latencies are means over the rounds; Rust/C is the geometric mean of the per-round "
             "ratios with its 95% confidence interval and the Holm-corrected p-value over the rows; **bold** "
             "where significantly below 1.00, \"above\" where significantly above. Workload names: disk "
-            "(null = null-co read-zeroes, file = raw file on tmpfs), pattern, block size, engine, iodepth, numjobs.",
+            "(null = null-co read-zeroes, file = raw file on tmpfs, iscsi = a tgt disk over iSCSI on loopback "
+            "through QEMU's libiscsi: scsi-block for the SCSI drivers, the block layer for virtio-blk), "
+            "pattern, block size, engine, iodepth, numjobs.",
             ""]
     body = rows + [""] + scan_table(outdir) + irq_table(outdir) + load_table(outdir)
     if slow:
