@@ -1003,11 +1003,21 @@ pub(crate) struct SlotQueue {
     busy: u64,
 }
 
-/// One cache line (the DMA alignment unit on every architecture this runs
-/// on: `L1_CACHE_BYTES` is 64 on x86-64 and at most 128 elsewhere; lines
-/// are whole multiples of it).
+/// The unit of a slot's memory: a whole number of the architecture's cache
+/// lines and DMA alignment units (64 and 8 bytes on x86_64; 64 and 128, its
+/// `ARCH_DMA_MINALIGN`, on arm64, whose devices may not snoop the cache), so
+/// that what the device writes never shares a line with anything else and a
+/// DMA mapping's cache maintenance touches no other slot. Checked at build
+/// time against the kernel's values.
 #[repr(C, align(128))]
 pub(crate) struct Line([u8; 128]);
+
+const _: () = {
+    let line = core::mem::size_of::<Line>();
+    assert!(line == core::mem::align_of::<Line>());
+    assert!(line % bindings::VSRS_ARCH_DMA_MINALIGN == 0);
+    assert!(line % bindings::VSRS_L1_CACHE_BYTES == 0);
+};
 
 /// The token of a [`SlotQueue`]'s request: the slot's index, plus one so it
 /// is never null.

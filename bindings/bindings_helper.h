@@ -5,6 +5,7 @@
  * already declare (struct device, struct request, ...) is taken from there
  * (see bindgen_parameters), so the two sets of types are one.
  */
+#include <linux/cache.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
@@ -23,3 +24,6 @@
 
 /* Macros with casts, which bindgen cannot evaluate, as constants it can. */
 const blist_flags_t VSRS_BLIST_TRY_VPD_PAGES = BLIST_TRY_VPD_PAGES;
+/* The architecture's, for a build-time check (virtio.rs, Line). */
+const size_t VSRS_ARCH_DMA_MINALIGN = ARCH_DMA_MINALIGN;
+const size_t VSRS_L1_CACHE_BYTES = L1_CACHE_BYTES;
