@@ -9,8 +9,8 @@ use super::{
 };
 use crate::{
     bindings::{
-        VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_SCSI_F_CHANGE, VIRTIO_SCSI_F_HOTPLUG,
-        VIRTIO_SCSI_F_T10_PI,
+        VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_SCSI_F_CHANGE,
+        VIRTIO_SCSI_F_HOTPLUG, VIRTIO_SCSI_F_T10_PI,
     },
     protocol::{
         config::{offset, Config, Limits, RawConfig},
@@ -114,6 +114,12 @@ fn cap_seg_max(dev: &Device, cfg: &mut Config, ring: u32, t10_pi: bool) {
 
 pub(super) fn probe(dev: &Device) -> Result<Pin<KBox<VirtioScsi>>> {
     let d = dev.as_dev();
+    // Requests and responses are little-endian (protocol::cmd), as a modern
+    // device has them; a legacy one has the guest's byte order.
+    if cfg!(target_endian = "big") && !dev.has_feature(VIRTIO_F_VERSION_1) {
+        dev_err!(d, "legacy device on a big-endian guest: not supported\n");
+        return Err(ENODEV);
+    }
     let space = config_space(dev)?;
     let raw = read_config(&space);
     let limits = Limits {

@@ -3,9 +3,10 @@
 //! Commands on the request queues (virtio spec 5.6.6.1): encoding the request
 //! header, decoding and checking the response the device wrote.
 //!
-//! Multi-byte fields are little-endian (virtio 1.0+; legacy devices use the
-//! guest's byte order, which is the same on x86-64, the one architecture the
-//! module is built for).
+//! Multi-byte fields are little-endian, whatever the guest's byte order
+//! (virtio 1.0+). A legacy device uses the guest's own order instead: the
+//! same on the little-endian guests Rust-for-Linux builds for (x86_64, arm64
+//! and the others); probe refuses a legacy device on a big-endian one.
 
 use super::wire::{CDB_SIZE, CMD_REQ_PI_SIZE, CMD_REQ_SIZE, CMD_RESP_SIZE, SENSE_SIZE};
 use core::fmt;
