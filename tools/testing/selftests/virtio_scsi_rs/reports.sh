@@ -3,8 +3,9 @@
 # dmesg) and the host side (run_tests.sh, on the guest's console). Sourced.
 
 # A line of any report a test fails on: warning, bug, sanitizer, lockdep,
-# hung task, panic.
-report_re='WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call Trace|Kernel panic'
+# hung task, panic, a stack dump ("Call Trace:" on x86, "Call trace:" on
+# arm64).
+report_re='WARNING:|BUG:|KASAN|UBSAN|Oops|general protection|lockdep|possible (recursive|circular) locking|inconsistent lock state|blocked for more than|Call [Tt]race|Kernel panic'
 
 # The one report that is not ours and is counted apart: Linux 7.2's sr_done
 # shortens a disc's capacity on a failed read near the end of the medium
@@ -49,7 +50,7 @@ known_reports() {
 		if (m ~ /^inconsistent \{HARDIRQ-ON-W\} -> \{IN-HARDIRQ-W\} usage\.$/) usage = 1
 		if (takes && m ~ /\(&bdev->bd_size_lock\)/) lock = 1
 		takes = m ~ / takes:$/
-		if (m ~ /^Call Trace:$/) state = 2
+		if (m ~ /^Call [Tt]race:$/) state = 2
 		else if (n > 400) end_block()
 		next
 	}

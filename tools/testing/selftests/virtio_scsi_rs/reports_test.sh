@@ -134,6 +134,11 @@ input=$(known_sample | sed '/stack backtrace/,$d')
 check_case "the report cut short before its backtrace: a failure" 1 0
 input=$(known_sample | sed 's/  sr_done+/  ? sr_done+/; s/^\(\[ *[0-9.]*\] \) sr_done+/\1 ? sr_done+/')
 check_case "sr_done only as an unreliable frame (? sr_done): a failure" 1 0
+input=$(known_sample | sed 's/Call Trace:$/Call trace:/')
+check_case "the sr_done report with arm64's \"Call trace:\": counted apart" 0 1
+input=$(printf '%s\n' '[    9.000000] Hardware name: linux,dummy-virt (DT)' '[    9.000001] Call trace:' \
+	'[    9.000002]  show_stack+0x20/0x38' '[    9.000003]  dump_stack_lvl+0x60/0x80')
+check_case "an arm64 stack dump (\"Call trace:\"): a failure" 1 0
 input='[    1.000000] BUG: KASAN: slab-use-after-free in x+0x1/0x2'
 check_case "a KASAN report: a failure" 1 0
 input='[    1.000000] sd 0:0:0:0: [sda] 131072 512-byte logical blocks'
