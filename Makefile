@@ -3,12 +3,15 @@
 # virtio_scsi_rs: out-of-tree build and the project's commands.
 #
 #   make            build virtio_scsi_rs.ko (against the cached test kernel,
-#                   built on first use; or KDIR=/path/to/built/linux)
+#                   built on first use; or KDIR=/path/to/built/linux;
+#                   ARCH=arm64: against the cached arm64 kernel)
 #   make run        boot a guest with virtio-scsi disks, load the module, show
 #                   what it bound, do I/O
 #   make check      host unit tests + guest tests; ends with "N passed, N failed"
 #                   (KERNEL=debug: on the KASAN/lockdep/kmemleak kernel;
-#                   CASES='resets|tmf': only the guest cases matching that regex)
+#                   CASES='resets|tmf': only the guest cases matching that regex;
+#                   ARCH=arm64: the module built for a cross-built arm64 kernel
+#                   and its discovery and data case in an arm64 TCG guest)
 #   make CLIPPY=1   build with the kernel's clippy lints
 #   make fmt-check  rustfmt over every Rust file
 #   make fuzz       libFuzzer over the decoders of device answers (nightly

@@ -5,6 +5,9 @@
 #
 # KDIR=/path/to/built/linux uses that tree instead of the cached test kernel.
 # CASES=REGEX runs only the guest cases whose name matches (run_tests.sh FILTER).
+# ARCH=arm64: the arm64 kernel (cross-built, cached like the others), the
+# module built for it with the same lint and warning checks, and the arm64
+# guest case (selftests' arm64.sh) instead of the x86_64 suite.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -12,9 +15,28 @@ cd "$top" || exit 1
 # shellcheck source=tools/kernel.env
 . "$here/kernel.env"
 
+case ${ARCH:-x86_64} in
+x86 | x86_64) arch=x86_64 ;;
+arm64) arch=arm64 ;;
+*) echo "make check: ARCH must be x86_64 or arm64"; echo "0 passed, 1 failed"; exit 1 ;;
+esac
+
 pass=0 fail=0
 tally() { # PASSED FAILED
 	pass=$((pass + $1)); fail=$((fail + $2))
+}
+# tally_tap FILE: FILE's TAP result lines; none at all is a failure.
+tally_tap() {
+	local p f
+	p=$(grep -c '^ok ' "$1")
+	f=$(grep -c '^not ok ' "$1")
+	[ "$p" -gt 0 ] || f=$((f + 1))
+	tally "$p" "$f"
+}
+summary() {
+	echo
+	echo "$pass passed, $fail failed"
+	[ "$fail" -eq 0 ]
 }
 step() { echo; echo "==== $*"; }
 
@@ -40,33 +62,52 @@ cargo_tests() {
 	[ "$p" -gt 0 ] || f=$((f + 1))
 	tally "$p" "$f"
 }
+# The module against $kdir with clippy, no warnings, rustfmt; stops make
+# check when it does not build.
+module_build() {
+	local build status
+	step "module build with the kernel's clippy lints, rustfmt ($arch)"
+	# shellcheck disable=SC2086 # kargs are make words
+	make -s -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs clean >/dev/null 2>&1
+	# shellcheck disable=SC2086
+	build=$(make -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs CLIPPY=1 modules 2>&1)
+	status=$?
+	echo "$build" | grep -vE '^\s*(CC|LD|RUSTC|CLIPPY|BINDGEN|MODPOST|BTF|make)' | tail -n 60
+	if [ $status -eq 0 ] && [ -f virtio_scsi_rs.ko ]; then
+		echo "ok: module built"; tally 1 0
+	else
+		echo "not ok: module build failed"; tally 0 1
+		summary
+		exit 1
+	fi
+	if echo "$build" | grep -qE '^(warning|error)'; then
+		echo "not ok: the build has warnings"; tally 0 1
+	else
+		echo "ok: no compiler or clippy warnings"; tally 1 0
+	fi
+	if make -s fmt-check; then
+		echo "ok: rustfmt clean"; tally 1 0
+	else
+		echo "not ok: rustfmt would change the files above"; tally 0 1
+	fi
+}
+
+if [ "$arch" = arm64 ]; then
+	module_build
+	step "arm64 guest (tools/testing/selftests/virtio_scsi_rs/arm64.sh)"
+	dir=$(mktemp -d /tmp/vsrs-arm64.XXXXXX) tap=$(mktemp)
+	tools/testing/selftests/virtio_scsi_rs/arm64.sh "$kdir" "$top/virtio_scsi_rs.ko" "$dir" 2>&1 | tee "$tap"
+	# Its disks and console log stay for a look when a check failed.
+	if [ "${PIPESTATUS[0]}" = 0 ]; then rm -rf "$dir"; else echo "# the guest's files: $dir"; fi
+	tally_tap "$tap"
+	rm -f "$tap"
+	summary
+	exit
+fi
+
 cargo_tests protocol
 cargo_tests tools/testdev
-
-step "module build with the kernel's clippy lints, rustfmt"
-# shellcheck disable=SC2086 # kargs are make words
-make -s -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs clean >/dev/null 2>&1
-# shellcheck disable=SC2086
-build=$(make -C "$kdir" M="$top" CONFIG_VIRTIO_SCSI_RS=m $kargs CLIPPY=1 modules 2>&1)
-status=$?
-echo "$build" | grep -vE '^\s*(CC|LD|RUSTC|CLIPPY|BINDGEN|MODPOST|BTF|make)' | tail -n 60
-if [ $status -eq 0 ] && [ -f virtio_scsi_rs.ko ]; then
-	echo "ok: module built"; tally 1 0
-else
-	echo "not ok: module build failed"; tally 0 1
-	echo "$pass passed, $fail failed"
-	exit 1
-fi
-if echo "$build" | grep -qE '^(warning|error)'; then
-	echo "not ok: the build has warnings"; tally 0 1
-else
-	echo "ok: no compiler or clippy warnings"; tally 1 0
-fi
-if make -s fmt-check; then
-	echo "ok: rustfmt clean"; tally 1 0
-else
-	echo "not ok: rustfmt would change the files above"; tally 0 1
-fi
+module_build
 
 # tally_lines WHAT COMMAND...: runs COMMAND, shows its output and tallies its
 # "ok: " and "not ok: " lines; a failure that printed no "not ok" (or nothing
@@ -164,11 +205,8 @@ tally "$p" "$f"
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
 tap=$(mktemp)
 VSRS_KDIR=$kdir tools/testing/selftests/virtio_scsi_rs/run_tests.sh "${CASES:-}" 2>&1 | tee "$tap"
-p=$(grep -c '^ok ' "$tap")
-f=$(grep -c '^not ok ' "$tap")
+tally_tap "$tap"
 rm -f "$tap"
-[ "$p" -gt 0 ] || f=$((f + 1))
-tally "$p" "$f"
 
 # A run of some guest cases only (CASES) leaves the bench out.
 if [ -z "${CASES:-}" ]; then
@@ -186,6 +224,4 @@ if [ -z "${CASES:-}" ]; then
 	fi
 fi
 
-echo
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary
