@@ -25,13 +25,16 @@ pass=0 fail=0
 tally() { # PASSED FAILED
 	pass=$((pass + $1)); fail=$((fail + $2))
 }
-# tally_tap FILE: FILE's TAP result lines; none at all is a failure.
+# tally_some PASSED FAILED: as tally, and no pass at all (the test did not
+# run to its end) is a failure more.
+tally_some() {
+	local f=$2
+	[ "$1" -gt 0 ] || f=$((f + 1))
+	tally "$1" "$f"
+}
+# tally_tap FILE: FILE's TAP result lines.
 tally_tap() {
-	local p f
-	p=$(grep -c '^ok ' "$1")
-	f=$(grep -c '^not ok ' "$1")
-	[ "$p" -gt 0 ] || f=$((f + 1))
-	tally "$p" "$f"
+	tally_some "$(grep -c '^ok ' "$1")" "$(grep -c '^not ok ' "$1")"
 }
 summary() {
 	echo
@@ -59,8 +62,7 @@ cargo_tests() {
 	echo "$out" | tail -n 30
 	read -r p f < <(echo "$out" | sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' |
 		awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-	[ "$p" -gt 0 ] || f=$((f + 1))
-	tally "$p" "$f"
+	tally_some "$p" "$f"
 }
 # The module against $kdir with clippy, no warnings, rustfmt; stops make
 # check when it does not build.
@@ -198,9 +200,7 @@ out=$(tools/testing/selftests/virtio_scsi_rs/reports_test.sh 2>&1)
 echo "$out"
 read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' <<<"$out")
 # No summary line (the test did not run to its end) is a failure.
-p=${p:-0} f=${f:-0}
-[ "$p" -gt 0 ] || f=$((f + 1))
-tally "$p" "$f"
+tally_some "${p:-0}" "${f:-0}"
 
 step "guest selftests (tools/testing/selftests/virtio_scsi_rs)"
 tap=$(mktemp)
