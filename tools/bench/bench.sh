@@ -139,6 +139,7 @@ fi
 # The iSCSI rows, RW:BS:QD, each also run by iscsi-perf on the host (which
 # reads only: random with -r, sequential without).
 iscsi_rows="randread:4k:1 randread:4k:32 read:128k:32"
+iscsi_name() { echo "iscsi-$1-$2-io_uring-qd$3-j1"; } # RW BS QD: the row's fio job name
 if [ -z "$out" ]; then
 	if [ "$smoke" = 1 ]; then
 		out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
@@ -168,7 +169,7 @@ EOT
 			for row in $iscsi_rows; do
 				IFS=: read -r rw bs qd <<<"$row"
 				printf '\n[%s]\nstonewall\nfilename=${DEV_ISCSI}\nsize=100%%\nrw=%s\nbs=%s\nioengine=io_uring\niodepth=%s\nnumjobs=1\n' \
-					"iscsi-$rw-$bs-io_uring-qd$qd-j1" "$rw" "$bs" "$qd"
+					"$(iscsi_name "$rw" "$bs" "$qd")" "$rw" "$bs" "$qd"
 			done
 			continue
 		fi
@@ -232,8 +233,9 @@ COST_SEED=$seed
 EOT
 
 # --- the guest ----------------------------------------------------------------------
-img=$(mktemp -d /dev/shm/vsrs-bench.XXXXXX)
-trap 'rm -rf "$img" ${tmp_ko:+"$tmp_ko"}' EXIT
+img=$(mktemp -d /dev/shm/vsrs-bench.XXXXXX) tgt_dir=
+# The iSCSI target (tgt_dir, below) is stopped first: its disk is in $img.
+trap '[ -z "$tgt_dir" ] || "$top/tools/tgt-target.sh" stop "$tgt_dir"; rm -rf "$img" ${tmp_ko:+"$tmp_ko"}' EXIT
 # tmpfs-backed raw files, allocated up front so every driver sees the same state.
 for f in scsi blk; do fallocate -l 1G "$img/$f.raw"; done
 q="-object iothread,id=iot0"
@@ -345,10 +347,9 @@ fi
 iscsi_ini=iqn.2026-12.invalid.vsrs:bench
 case " $disks " in
 *" iscsi "*)
-	tgt_dir=$img/tgt
-	target=$("$top/tools/tgt-target.sh" start "$tgt_dir" "$iscsi_ini-scsi" "$iscsi_ini-blk" "$iscsi_ini-host") ||
+	target=$("$top/tools/tgt-target.sh" start "$img/tgt" "$iscsi_ini-scsi" "$iscsi_ini-blk" "$iscsi_ini-host") ||
 		{ say "no iSCSI target (tools/tgt-target.sh, above)"; exit 1; }
-	trap '"$top/tools/tgt-target.sh" stop "$tgt_dir"; rm -rf "$img" ${tmp_ko:+"$tmp_ko"}' EXIT
+	tgt_dir=$img/tgt
 	read -r portal iqn <<<"$target"
 	b="driver=iscsi,transport=tcp,portal=$portal,target=$iqn,lun=1"
 	q+=" -blockdev $b,initiator-name=$iscsi_ini-scsi,node-name=siscsi"
@@ -370,7 +371,7 @@ case " $disks " in
 				"${random[@]}" -t "$runtime" "iscsi://$portal/$iqn/1" 2>&1 |
 				tr '\r' '\n' | sed -n 's/^iops average \([0-9]*\) .*/\1/p' | tail -n1) || true
 			[ -n "$iops" ] || { say "iscsi-perf gave no result for $row"; exit 1; }
-			echo "$r,iscsi-$rw-$bs-io_uring-qd$qd-j1,$iops" >>"$out/raw/host-iscsi.csv"
+			echo "$r,$(iscsi_name "$rw" "$bs" "$qd"),$iops" >>"$out/raw/host-iscsi.csv"
 		done
 	done
 	;;

@@ -108,24 +108,18 @@ wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
 # Sets DEV_NULL and DEV_FILE for DRIVER (loaded), and with ISCSI=1
 # DEV_ISCSI, the tgt disk passed through (SCSI LUN 2; virtio-blk's by serial).
 find_devs() { # DRIVER
-	DEV_ISCSI=
+	# look KEY: the disk of KEY (virtio-blk: a serial; SCSI: a LUN).
+	local look null file iscsi
 	case $1 in
-	blk)
-		wait_for 60 blk_dev bench-null && wait_for 60 blk_dev bench-file || return 1
-		DEV_NULL=$(blk_dev bench-null) DEV_FILE=$(blk_dev bench-file)
-		if [ "${ISCSI:-0}" = 1 ]; then
-			wait_for 60 blk_dev bench-iscsi || return 1
-			DEV_ISCSI=$(blk_dev bench-iscsi)
-		fi ;;
-	*)
-		local m; m=$(module_of "$1")
-		wait_for 60 scsi_dev "$m" 0 && wait_for 60 scsi_dev "$m" 1 || return 1
-		DEV_NULL=$(scsi_dev "$m" 0) DEV_FILE=$(scsi_dev "$m" 1)
-		if [ "${ISCSI:-0}" = 1 ]; then
-			wait_for 60 scsi_dev "$m" 2 || return 1
-			DEV_ISCSI=$(scsi_dev "$m" 2)
-		fi ;;
+	blk) look=(blk_dev) null=bench-null file=bench-file iscsi=bench-iscsi ;;
+	*) look=(scsi_dev "$(module_of "$1")") null=0 file=1 iscsi=2 ;;
 	esac
+	wait_for 60 "${look[@]}" "$null" && wait_for 60 "${look[@]}" "$file" || return 1
+	DEV_NULL=$("${look[@]}" "$null") DEV_FILE=$("${look[@]}" "$file") DEV_ISCSI=
+	if [ "${ISCSI:-0}" = 1 ]; then
+		wait_for 60 "${look[@]}" "$iscsi" || return 1
+		DEV_ISCSI=$("${look[@]}" "$iscsi")
+	fi
 	udevadm settle 2>/dev/null || true
 	local d
 	for d in "$DEV_NULL" "$DEV_FILE" ${DEV_ISCSI:+"$DEV_ISCSI"}; do
