@@ -15,9 +15,10 @@
 #
 # Checked: the guest starts fio on the source; the migration completes
 # (total time and downtime shown) while a fio run is under way; the
-# destination's RAM, before it runs, is the source's byte for byte (so a
-# fault of QEMU's migration shows as that, not as the driver's); the run
-# under way ends on the destination; a run under way is stopped for 5 s (stop/cont)
+# destination's RAM, before it runs, is the source's byte for byte (QEMU's
+# TCG now and then loses guest writes across a migration: such an attempt
+# is void and made again, 3 at most, see below); the run under way ends on
+# the destination; a run under way is stopped for 5 s (stop/cont)
 # and ends; every fio run verifies (crc32c) without error; with
 # virtio_scsi_rs, every command submitted to each queue completed, none
 # twice or unknown (untracked 0), and no reset or abort was needed; rmmod;
@@ -40,6 +41,7 @@ c) ko=$kdir/drivers/scsi/virtio_scsi.ko ;;
 *) echo "migration.sh: driver must be rs or c" >&2; exit 2 ;;
 esac
 mkdir -p "$dir"
+rm -f "$dir"/src.void*.log
 src_log=$dir/src.log dst_log=$dir/dst.log
 
 ok() { echo "ok - $*"; }
@@ -136,43 +138,8 @@ stop_all() {
 }
 trap stop_all EXIT
 
-qemu src
-if ! wait_line "$src_log" 900 'vsrs-mig: fio run 1 started'; then
-	not_ok "the guest loads the driver and starts fio on the source"
-	tail -n 30 "$src_log" "$dir/src.qemu" | diag
-	exit 0
-fi
-ok "the guest loads the driver and starts fio on the source"
-grep -a 'vsrs-mig: disk' "$src_log" | diag
-
-# -S: the destination waits once the state is in, so its RAM can be
-# compared with the source's before it runs.
-qemu dst -S -incoming "unix:$dir/mig.sock"
-for _ in $(seq 30); do [ -S "$dir/dst.qmp" ] && break; sleep 1; done
-# A second into the second fio run (each takes seconds, the migration
-# about as long), so the migration meets a run in full swing.
-wait_line "$src_log" 300 'vsrs-mig: fio run 2 started'
-sleep 1
-qmp src '{"execute":"migrate","arguments":{"uri":"unix:'"$dir"'/mig.sock"}}' >/dev/null
-end=$((SECONDS + 300)) st=
-while [ "$SECONDS" -lt "$end" ]; do
-	info=$(qmp src '{"execute":"query-migrate"}')
-	st=$(sed -n 's/.*"status": *"\([a-z-]*\)".*/\1/p' <<<"$info")
-	case $st in completed | failed | cancelled) break ;; esac
-	sleep 1
-done
-total=$(grep -o '"total-time": *[0-9]*' <<<"$info" | grep -o '[0-9]*$')
-down=$(grep -o '"downtime": *[0-9]*' <<<"$info" | grep -o '[0-9]*$')
-ram=$(grep -o '"transferred": *[0-9]*' <<<"$info" | head -n 1 | grep -o '[0-9]*$')
-# The run under way at the switch: the last one begun on the source, which
-# must not have ended there.
-run=$(last_started "$src_log")
-done_before=$(grep -ac "vsrs-mig: fio run $run \(done\|failed\)" "$src_log")
-[ "$st" = completed ] && [ "$done_before" = 0 ]
-verdict "the migration completes (total ${total:-?} ms, downtime ${down:-?} ms, ${ram:-?} bytes of RAM) during fio run $run" $?
-[ "$st" = completed ] || echo "$info" | diag
-# The source is stopped for good and the destination has not run: their
-# RAM (1 GiB from address 0) must be the same.
+# same_ram: the source is stopped for good and the destination has not run:
+# their RAM (1 GiB from address 0) must be the same.
 same_ram() {
 	local n f
 	for n in src dst; do
@@ -188,9 +155,72 @@ same_ram() {
 			for (i = 1; i <= k && i <= 20; i++) printf "page %x: %d bytes\n", pg[i], n[pg[i]] }' | diag
 	return 1
 }
-same_ram
-verdict "the destination's RAM is the source's at the switch" $?
-rm -f "$dir/src.ram" "$dir/dst.ram"
+
+# migrate_once: boots the source, migrates it during a fio run to a
+# destination held by -S and compares their RAM; prints its results.
+# Returns 0 when the RAM is the same (the destination, still held, goes on
+# below), 1 when it is not, 2 when an earlier step failed.
+migrate_once() {
+	qemu src
+	if ! wait_line "$src_log" 900 'vsrs-mig: fio run 1 started'; then
+		not_ok "the guest loads the driver and starts fio on the source"
+		tail -n 30 "$src_log" "$dir/src.qemu" | diag
+		return 2
+	fi
+	ok "the guest loads the driver and starts fio on the source"
+	grep -a 'vsrs-mig: disk' "$src_log" | diag
+
+	qemu dst -S -incoming "unix:$dir/mig.sock"
+	for _ in $(seq 30); do [ -S "$dir/dst.qmp" ] && break; sleep 1; done
+	# A second into the second fio run (each takes seconds, the migration
+	# about as long), so the migration meets a run in full swing.
+	wait_line "$src_log" 300 'vsrs-mig: fio run 2 started'
+	sleep 1
+	qmp src '{"execute":"migrate","arguments":{"uri":"unix:'"$dir"'/mig.sock"}}' >/dev/null
+	local end=$((SECONDS + 300)) st='' info total down ram done_before status
+	while [ "$SECONDS" -lt "$end" ]; do
+		info=$(qmp src '{"execute":"query-migrate"}')
+		st=$(sed -n 's/.*"status": *"\([a-z-]*\)".*/\1/p' <<<"$info")
+		case $st in completed | failed | cancelled) break ;; esac
+		sleep 1
+	done
+	total=$(grep -o '"total-time": *[0-9]*' <<<"$info" | grep -o '[0-9]*$')
+	down=$(grep -o '"downtime": *[0-9]*' <<<"$info" | grep -o '[0-9]*$')
+	ram=$(grep -o '"transferred": *[0-9]*' <<<"$info" | head -n 1 | grep -o '[0-9]*$')
+	# The run under way at the switch: the last one begun on the source,
+	# which must not have ended there.
+	run=$(last_started "$src_log")
+	done_before=$(grep -ac "vsrs-mig: fio run $run \(done\|failed\)" "$src_log")
+	[ "$st" = completed ] && [ "$done_before" = 0 ]
+	verdict "the migration completes (total ${total:-?} ms, downtime ${down:-?} ms, ${ram:-?} bytes of RAM) during fio run $run" $?
+	[ "$st" = completed ] || { echo "$info" | diag; return 2; }
+	same_ram
+	status=$?
+	verdict "the destination's RAM is the source's at the switch" $status
+	rm -f "$dir/src.ram" "$dir/dst.ram"
+	return $status
+}
+
+# QEMU 7.2's TCG loses guest writes across a migration now and then, with
+# one TCG thread too (1 run in 12 on the debug kernel; Documentation, "Live
+# migration under I/O"): the destination then runs on RAM the guest never
+# wrote, and what breaks there says nothing of the driver. Such an attempt
+# is void: its results become "#" lines, its source's console is kept for
+# the report check below, and the migration is made again (3 attempts).
+void=0
+for attempt in 1 2 3; do
+	migrate_once >"$dir/attempt.tap"
+	status=$?
+	[ "$status" = 1 ] && [ "$attempt" -lt 3 ] || break
+	void=$((void + 1))
+	echo "attempt $attempt void: QEMU did not carry the guest's RAM over; once more" | diag
+	diag <"$dir/attempt.tap"
+	stop_all
+	mv "$src_log" "$dir/src.void$attempt.log"
+done
+cat "$dir/attempt.tap"
+[ "$status" = 2 ] && exit 0
+[ "$void" = 0 ] || echo "$void void attempt(s) before this one" | diag
 qmp dst '{"execute":"cont"}' >/dev/null
 qmp src '{"execute":"quit"}' >/dev/null 2>&1
 [ "$(status dst)" = running ]
@@ -238,8 +268,11 @@ if [ "$drv" = rs ]; then
 		END { exit bad }' <<<"$stats"
 fi
 check "rmmod" grep -aq 'vsrs-mig: rmmod ok' <<<"$log"
-# From the driver's loading on (the boot's own lines name lockdep).
-if report=$(sed -n '/vsrs-mig: insmod/,$p' <<<"$log" | kernel_report 1); then
+# From the driver's loading on (the boot's own lines name lockdep), on
+# this attempt's consoles and on the void attempts' sources, which ran on
+# intact RAM until their switch.
+after_insmod() { for f in "$@"; do [ -e "$f" ] && tr -d '\r' <"$f" | sed -n '/vsrs-mig: insmod/,$p'; done; }
+if report=$(after_insmod "$dir"/src.void*.log <(echo "$log") | kernel_report 1); then
 	ok "no kernel report on either console from the driver's loading on"
 else
 	not_ok "no kernel report on either console from the driver's loading on"
