@@ -214,10 +214,14 @@ if [ -z "${CASES:-}" ]; then
 	bench_out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
 	VSRS_KDIR=$kdir VSRS_BENCH_KO=$top/virtio_scsi_rs.ko tools/bench/bench.sh --smoke --out "$bench_out" 2>&1 | tail -n 30
 	status=${PIPESTATUS[0]}
-	# Every driver ran: virtio-blk, C and Rust columns of the first row.
+	# Every driver ran: virtio-blk, C and Rust columns of the first row and
+	# of the passed-through iSCSI disk's, and the host's iscsi-perf column.
+	row='io_uring qd1 j1 \| [0-9]+ \| [0-9]+ \| [0-9]+ \|'
 	if [ "$status" = 0 ] && [ -s "$bench_out/results.md" ] && [ -s "$bench_out/iops.png" ] &&
-		grep -qE '^\| null randread 4k io_uring qd1 j1 \| [0-9]+ \| [0-9]+ \| [0-9]+ \|' "$bench_out/results.md"; then
-		echo "ok: bench smoke: every driver ran, table and plot written"; tally 1 0
+		grep -qE "^\\| null randread 4k $row" "$bench_out/results.md" &&
+		grep -qE "^\\| iscsi randread 4k $row" "$bench_out/results.md" &&
+		grep -qE '^\| iscsi randread 4k io_uring qd1 j1 \| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$' "$bench_out/results.md"; then
+		echo "ok: bench smoke: every driver ran on the null and the iSCSI disk, the host reference too, table and plot written"; tally 1 0
 		rm -rf "$bench_out"
 	else
 		echo "not ok: bench smoke (exit status $status; output in $bench_out)"; tally 0 1

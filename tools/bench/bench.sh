@@ -14,7 +14,8 @@
 # Defaults: the non-debug bench kernel (built into the cache on first use,
 # 30-60 min on 2 cores), 3 rounds, 2 s per fio job after 1 s of ramp, vCPUs 2,
 # a 256-LUN scan. About 30 min under TCG. --smoke is what make check runs: one
-# round of a tiny matrix on the test kernel (never builds the bench kernel),
+# round of a tiny matrix with the iSCSI rows on the test kernel (never builds
+# the bench kernel),
 # written to a temporary directory unless --out is given.
 #
 # VSRS_KDIR=DIR uses that kernel build instead of the cached one; VSRS_BENCH_KO
@@ -93,7 +94,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 if [ "$smoke" = 1 ]; then
-	kernel=test disks=null rws=randread engines=io_uring iodepths="1 32" numjobs=1
+	kernel=test disks="null iscsi" rws=randread engines=io_uring iodepths="1 32" numjobs=1
 	[ -n "$set_rounds" ] || rounds=1
 	[ -n "$set_runtime" ] || runtime=1
 	[ -n "$set_ramp" ] || ramp=0
