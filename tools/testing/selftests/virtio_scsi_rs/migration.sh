@@ -219,7 +219,9 @@ for attempt in 1 2 3; do
 	mv "$src_log" "$dir/src.void$attempt.log"
 done
 cat "$dir/attempt.tap"
-[ "$status" = 2 ] && exit 0
+# A step failed, or the third attempt's RAM differed too: what the
+# destination would do says nothing more.
+[ "$status" = 0 ] || exit 0
 [ "$void" = 0 ] || echo "$void void attempt(s) before this one" | diag
 qmp dst '{"execute":"cont"}' >/dev/null
 qmp src '{"execute":"quit"}' >/dev/null 2>&1
