@@ -52,8 +52,15 @@ host_check() {
 }
 
 # show_logs N: the last N lines of a guest's own output (result lines left
-# out), of its kernel console and of the test device's log, as diagnostics.
+# out), of its kernel console and of the test device's log, as diagnostics;
+# before them the console's first kernel report, with what led to it (a
+# panic's last lines rarely show its start).
 show_logs() {
+	local report
+	if ! report=$(kernel_report 3 <"$klog" 3>/dev/null); then
+		echo "# the console's first kernel report:"
+		sed 's/^/# console: /' <<<"$report"
+	fi
 	grep -a -v -E '^(ok|not ok) - ' "$out" | tr -d '\0' | tail -n "$1" | sed 's/^/# /'
 	tail -n "$1" "$klog" | sed 's/^/# console: /'
 	tail -n "$1" "$tdlog" | sed 's/^/# testdev: /'
