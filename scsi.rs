@@ -13,6 +13,7 @@ use core::{
     marker::PhantomData,
     mem::{align_of, size_of},
     ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering::Acquire},
 };
 use kernel::{
     device,
@@ -1025,6 +1026,24 @@ impl Drop for HostHandle {
     }
 }
 
+/// Whether a scan is still creating `sdev` (`SDEV_CREATED`, or
+/// `SDEV_CREATED_BLOCK` on a blocked host). The scan moves it on only after
+/// it allocated the budget map and sent commands of its own (whose waits are
+/// full barriers), so a later state read with acquire sees the map.
+///
+/// # Safety
+///
+/// `sdev` is a live device.
+unsafe fn being_created(sdev: *mut bindings::scsi_device) -> bool {
+    // SAFETY: `sdev_state` is an aligned `u32` field of the live device; the
+    // midlayer writes it concurrently (under the device's state mutex), so
+    // it is read atomically.
+    let state =
+        unsafe { AtomicU32::from_ptr((&raw mut (*sdev).sdev_state).cast::<u32>()) }.load(Acquire);
+    state == bindings::scsi_device_state_SDEV_CREATED
+        || state == bindings::scsi_device_state_SDEV_CREATED_BLOCK
+}
+
 impl HostHandle {
     /// Runs `f` on the device `target`:`lun`, if the midlayer has it.
     fn with_device(
@@ -1208,8 +1227,16 @@ impl HostHandle {
         });
     }
 
-    /// Runs `f` on each device of the host, holding a reference on it
-    /// during the call.
+    /// Runs `f` on each device of the host the midlayer has added, holding a
+    /// reference on it during the call.
+    ///
+    /// Not on a device a scan is still creating (`SDEV_CREATED`, also every
+    /// temporary device of an absent LUN): it is on the host's list before
+    /// its budget map exists, and a command sent to it then takes the
+    /// no-map budget token (`INT_MAX`), which the completion puts into the
+    /// map allocated meanwhile: a write far out of bounds (the flood race
+    /// panic, Documentation). The scan probes and removes such a device
+    /// itself.
     fn for_each_device(&self, mut f: impl FnMut(*mut bindings::scsi_device)) {
         let mut sdev = core::ptr::null_mut();
         loop {
@@ -1218,6 +1245,10 @@ impl HostHandle {
             sdev = unsafe { bindings::__scsi_iterate_devices(self.0.as_ptr(), sdev) };
             if sdev.is_null() {
                 break;
+            }
+            // SAFETY: `sdev` is live and referenced.
+            if unsafe { being_created(sdev) } {
+                continue;
             }
             f(sdev);
         }
