@@ -17,6 +17,18 @@
 #             while the device is unbound and bound through sysfs as many
 #             times: each removal ends within 120 s, the disks come back and
 #             read the data written before; no kernel report, kmemleak clean.
+#   scan      a device a scan is still creating is on the host's list before
+#             its budget map exists; a command the driver sent one then was
+#             finished into the map allocated meanwhile, a write far out of
+#             bounds (a panic in about 1 of 60 flood removals; the window is
+#             too short to open on demand). First, deterministic: the scan of
+#             an absent LUN (0:5) has its INQUIRY held 10 s while flood
+#             commands make the driver ask every LUN it knows INQUIRY; it must
+#             leave 0:5 to the scan (luns_gone unchanged, no such device).
+#             Then flood commands run as above while user space runs full
+#             host scans (a temporary device per absent target) in a loop for
+#             VSRS_SCAN_SECONDS: both must run, the disks read the data
+#             written before; no kernel report, kmemleak clean.
 #   stray     a stray completion (a used-ring entry for a descriptor the driver
 #             never submitted) on one read breaks the request queue and queues
 #             the recovery reset; rmmod (then, in other cycles, an unbind) runs
@@ -40,15 +52,16 @@
 #             commands share the queue that breaks.
 #
 # Environment:
-#   VSRS_RACE         poweroff | flood | stray | freeze
+#   VSRS_RACE         poweroff | flood | scan | stray | freeze
 #   VSRS_CYCLES       removal cycles for flood and stray (default 3)
+#   VSRS_SCAN_SECONDS how long scan runs host scans (default 60)
 #   VSRS_FLOOD_PAUSE  seconds between two flood commands (default 0.1)
 #   VSRS_RACE_DISKS   the test device's disks as T-L (default "0-0 0-1"; a
 #                     control run of freeze with one disk: 0-0)
 #   VSRS_DRIVER       c: the in-tree C driver (a reference; no counters)
 #   VSRS_INSMOD_ARGS  module parameters for virtio_scsi_rs
 cd "$(dirname "$0")" && . ./lib.sh
-race=${VSRS_RACE:?VSRS_RACE must be poweroff, flood, stray or freeze}
+race=${VSRS_RACE:?VSRS_RACE must be poweroff, flood, scan, stray or freeze}
 cycles=${VSRS_CYCLES:-3}
 # The test device's disks (T-L); a control run of "freeze" with one disk: 0-0.
 keys=${VSRS_RACE_DISKS:-0-0 0-1}
@@ -254,6 +267,59 @@ flood_race() {
 	check "after the flood: both disks read the data written" wait_for 120 patterns_read_back
 }
 
+# --- scan ------------------------------------------------------------------------
+# missed_since N: events_missed has passed N (a rescan on events missed began).
+missed_since() { [ "$(stat_of events_missed)" -gt "$1" ]; }
+faults_since() { [ "$(faults_hit)" -gt "$1" ]; }
+
+# probing_left_alone HOST: a device the scan is still creating is the scan's.
+# The INQUIRY of the scan of 0:5 (no such LUN) is held 10 s; meanwhile events
+# are missed and the driver asks every LUN it knows INQUIRY. It must not ask
+# 0:5: answered "not connected", it counted that device gone (luns_gone) and
+# removed it, the scan's own. A rescan that begins after the scan ended shows
+# the one during it over (one work item runs them in turn).
+probing_left_alone() {
+	local g0 m1 m2 f0 sp
+	g0=$(stat_of luns_gone) m1=$(stat_of events_missed) f0=$(faults_hit)
+	check "probe of 0:5: the test device holds its INQUIRY 10 s" \
+		ctl_ok '{"cmd":"fault","fault":"hold","ms":10000,"target":0,"lun":5,"opcode":18}'
+	echo "0 0 5" >"/sys/class/scsi_host/host$1/scan" &
+	sp=$!
+	check "probe of 0:5: its INQUIRY is held" wait_for 30 faults_since "$f0"
+	ctl_ok '{"cmd":"flood","target":0,"lun":1}' >/dev/null
+	check "probe of 0:5: events missed meanwhile (events_missed moves)" wait_for 60 missed_since "$m1"
+	# (Not through check: its subshell cannot wait for this shell's job.)
+	if wait_job "$sp" 60; then ok "probe of 0:5: the scan ends"; else not_ok "probe of 0:5: the scan ends"; fi
+	m2=$(stat_of events_missed)
+	ctl_ok '{"cmd":"flood","target":0,"lun":1}' >/dev/null
+	check "probe of 0:5: a later rescan on events missed begins" wait_for 120 missed_since "$m2"
+	check "probe of 0:5: the driver left the device being probed to the scan (luns_gone $g0 -> $(stat_of luns_gone))" \
+		test "$(stat_of luns_gone)" = "$g0"
+	check "probe of 0:5: no such device after it" no_scsi_dev "$1:0:0:5"
+	# The flood job opens the port itself.
+	exec 7>&-
+}
+
+scan_race() {
+	local h m0 end n=0
+	check "write 1 MiB of known data to each disk" write_patterns
+	h=$(vsrs_hosts | head -n 1)
+	is_c || probing_left_alone "$h"
+	m0=$(stat_of events_missed)
+	flood_start
+	end=$((SECONDS + ${VSRS_SCAN_SECONDS:-60}))
+	while [ "$SECONDS" -lt "$end" ]; do
+		echo "- - -" >"/sys/class/scsi_host/host$h/scan" || break
+		n=$((n + 1))
+	done
+	flood_stop
+	check "full host scans ran during the flood ($n in ${VSRS_SCAN_SECONDS:-60} s)" test "$n" -gt 0
+	# (The C driver counts nothing.)
+	is_c || check "the driver rescanned on events missed meanwhile (events_missed $m0 -> $(stat_of events_missed))" \
+		test "$(stat_of events_missed)" -gt "$m0"
+	check "both disks read the data written" wait_for 120 patterns_read_back
+}
+
 # --- stray -----------------------------------------------------------------------
 stray_race() {
 	local mode i mark v r st b h0 t0
@@ -384,9 +450,10 @@ udevadm settle 2>/dev/null
 case $race in
 poweroff) poweroff_race ;;
 flood) flood_race ;;
+scan) scan_race ;;
 stray) stray_race ;;
 freeze) freeze_before ;;
-*) not_ok "VSRS_RACE=$race: unknown (poweroff, flood, stray or freeze)"; exit 1 ;;
+*) not_ok "VSRS_RACE=$race: unknown (poweroff, flood, scan, stray or freeze)"; exit 1 ;;
 esac
 if unloading; then
 	echo "no rmmod at the end: an earlier one has not ended" | diag

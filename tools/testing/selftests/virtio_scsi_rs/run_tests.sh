@@ -478,6 +478,7 @@ post_poweroff() {
 races="--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M'"
 guest "lifecycle races: poweroff under I/O virtio_scsi_rs" "$races" "VSRS_RACE=poweroff" races.sh post_poweroff
 guest "lifecycle races: rmmod under event flood virtio_scsi_rs" "$races" "VSRS_RACE=flood" races.sh
+guest "lifecycle races: event rescans during host scans virtio_scsi_rs" "$races" "VSRS_RACE=scan" races.sh
 guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$races" "VSRS_RACE=stray" races.sh
 # One request queue: both disks' commands go to the queue that breaks. A
 # suspend that never ends cannot be seen from inside the guest (its tasks are
