@@ -431,10 +431,11 @@ impl Shared {
             Outcome::Done {
                 sense_len, resid, ..
             } => {
+                let result = outcome.scsi_result();
                 if sense_len == 0 {
-                    cmd.complete(outcome.scsi_result(), resid, &[]);
+                    cmd.complete(result, resid, &[]);
                 } else {
-                    complete_with_sense(cmd, outcome.scsi_result(), resid, sense_len);
+                    complete_with_sense(cmd, result, resid, sense_len);
                 }
             }
             Outcome::Invalid(v) => self.invalid(q, cmd, v),

@@ -148,6 +148,28 @@ pub enum Response {
 }
 
 impl Response {
+    /// The midlayer's host byte for the response (NEXUS_FAILURE's status is
+    /// the caller's): looked up, on every completion, not found by a chain
+    /// of compares.
+    const fn host_byte(self) -> u8 {
+        use host_byte::*;
+        // In the order of the variants.
+        const HOST: [u8; 11] = [
+            DID_OK,                  // Ok
+            DID_ERROR,               // Overrun
+            DID_ABORT,               // Aborted
+            DID_BAD_TARGET,          // BadTarget
+            DID_RESET,               // Reset
+            DID_BUS_BUSY,            // Busy
+            DID_TRANSPORT_DISRUPTED, // TransportFailure
+            DID_BAD_TARGET,          // TargetFailure
+            DID_OK,                  // NexusFailure
+            DID_ERROR,               // Failure
+            DID_BAD_TARGET,          // IncorrectLun
+        ];
+        HOST[self as usize]
+    }
+
     fn from_wire(code: u8) -> Option<Self> {
         Some(match code {
             0 => Self::Ok,
@@ -273,6 +295,25 @@ pub const SAM_STATUSES: [u8; 11] = [
     0x40,
 ];
 
+/// [`SAM_STATUSES`] as a bit set, bit `s / 2` for status `s` (each is even
+/// and below 0x80), so that checking a status on every completion is a
+/// shift and a test, not a search.
+const SAM_STATUS_SET: u64 = {
+    let mut set = 0u64;
+    let mut i = 0;
+    while i < SAM_STATUSES.len() {
+        assert!(SAM_STATUSES[i] & 0x81 == 0);
+        set |= 1 << (SAM_STATUSES[i] >> 1);
+        i += 1;
+    }
+    set
+};
+
+/// Whether SAM defines the status byte `status` (one of [`SAM_STATUSES`]).
+pub const fn is_sam_status(status: u8) -> bool {
+    status & 0x81 == 0 && (SAM_STATUS_SET >> (status >> 1)) & 1 != 0
+}
+
 /// What the driver makes of the device's answer to one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -295,24 +336,18 @@ impl Outcome {
     /// The midlayer's `scsi_cmnd::result` (host byte << 16 | status byte):
     /// the C driver's mapping, with INCORRECT_LUN as BAD_TARGET (the C driver
     /// logs it as unknown) and any malformed answer as DID_ERROR.
+    #[inline]
     pub fn scsi_result(&self) -> u32 {
         use host_byte::*;
         let (host, status) = match *self {
             Outcome::Invalid(_) => (DID_ERROR, 0),
             Outcome::Done {
+                response: Response::NexusFailure,
+                ..
+            } => (DID_OK, SAM_STAT_RESERVATION_CONFLICT),
+            Outcome::Done {
                 response, status, ..
-            } => match response {
-                Response::Ok => (DID_OK, status),
-                Response::Overrun | Response::Failure => (DID_ERROR, status),
-                Response::Aborted => (DID_ABORT, status),
-                Response::BadTarget | Response::TargetFailure | Response::IncorrectLun => {
-                    (DID_BAD_TARGET, status)
-                }
-                Response::Reset => (DID_RESET, status),
-                Response::Busy => (DID_BUS_BUSY, status),
-                Response::TransportFailure => (DID_TRANSPORT_DISRUPTED, status),
-                Response::NexusFailure => (DID_OK, SAM_STAT_RESERVATION_CONFLICT),
-            },
+            } => (response.host_byte(), status),
         };
         u32::from(host) << 16 | u32::from(status)
     }
@@ -361,7 +396,7 @@ pub fn decode_cmd_resp(
     // Failed as a violation, the command is retried; passed on, a status
     // the midlayer does not know sends it to the error handler, whose own
     // commands a second lie can make fail.
-    if response == Response::Ok && !SAM_STATUSES.contains(&status) {
+    if response == Response::Ok && !is_sam_status(status) {
         return Outcome::Invalid(Violation::UnknownStatus(status));
     }
     Outcome::Done {
@@ -608,6 +643,9 @@ mod tests {
                 decode_cmd_resp(&resp(0, 0, status, 9), LEN, 4096, 0),
                 Outcome::Done { .. }
             ));
+        }
+        for status in 0..=u8::MAX {
+            assert_eq!(is_sam_status(status), SAM_STATUSES.contains(&status));
         }
         for status in SAM_STATUSES {
             assert!(matches!(
