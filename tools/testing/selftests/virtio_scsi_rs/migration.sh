@@ -34,6 +34,9 @@ top=$(cd "$here/../../../.." && pwd)
 . "$here/reports.sh"
 drv=$1 kdir=$2 dir=$3
 secs=${VSRS_MIG_SECONDS:-120}
+# The guests' RAM in MiB: on q35 all of it lies below the PCI hole, so a
+# pmemsave from address 0 of this much is every byte of it.
+ram_mib=1024
 size=${VSRS_MIG_SIZE:-$([ "${KERNEL:-test}" = debug ] && echo 8M || echo 48M)}
 case $drv in
 rs) ko=$top/virtio_scsi_rs.ko ;;
@@ -87,7 +90,7 @@ qemu() {
 	# the source's at the switch, in kernel pages, with either driver, in
 	# every debug-kernel run; it oopsed on it); a single thread loses them
 	# far less often (below; Documentation, "Live migration under I/O").
-	qemu-system-x86_64 -name "vsrs-mig-$name" -machine q35 -accel tcg,thread=single -cpu qemu64 -smp 2 -m 1G \
+	qemu-system-x86_64 -name "vsrs-mig-$name" -machine q35 -accel tcg,thread=single -cpu qemu64 -smp 2 -m "${ram_mib}M" \
 		-nodefaults -no-user-config -display none -no-reboot \
 		-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$dir/initrd.cpio" \
 		-append "console=ttyS0 loglevel=7 panic=-1 tsc=unstable vsrs_mig_seconds=$secs vsrs_mig_size=$size" \
@@ -139,12 +142,12 @@ stop_all() {
 trap stop_all EXIT
 
 # same_ram: the source is stopped for good and the destination has not run:
-# their RAM (1 GiB from address 0) must be the same.
+# their RAM (all $ram_mib MiB, from address 0) must be the same.
 same_ram() {
 	local n f
 	for n in src dst; do
 		f=$dir/$n.ram
-		qmp "$n" '{"execute":"pmemsave","arguments":{"val":0,"size":1073741824,"filename":"'"$f"'"}}' |
+		qmp "$n" '{"execute":"pmemsave","arguments":{"val":0,"size":'"$((ram_mib << 20))"',"filename":"'"$f"'"}}' |
 			grep -q '"return"' || { echo "pmemsave on $n failed" | diag; return 1; }
 	done
 	cmp -s "$dir/src.ram" "$dir/dst.ram" && return 0
