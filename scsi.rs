@@ -1038,8 +1038,8 @@ unsafe fn being_created(sdev: *mut bindings::scsi_device) -> bool {
     // SAFETY: `sdev_state` is an aligned `u32` field of the live device; the
     // midlayer writes it concurrently (under the device's state mutex), so
     // it is read atomically.
-    let state =
-        unsafe { AtomicU32::from_ptr((&raw mut (*sdev).sdev_state).cast::<u32>()) }.load(Acquire);
+    let field = unsafe { AtomicU32::from_ptr((&raw mut (*sdev).sdev_state).cast::<u32>()) };
+    let state = field.load(Acquire);
     state == bindings::scsi_device_state_SDEV_CREATED
         || state == bindings::scsi_device_state_SDEV_CREATED_BLOCK
 }
