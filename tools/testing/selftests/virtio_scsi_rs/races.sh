@@ -192,6 +192,8 @@ submitted() {
 }
 
 # --- flood ---------------------------------------------------------------------
+# missed_since N: events_missed has passed N (a rescan on events missed began).
+missed_since() { [ "$(stat_of events_missed)" -gt "$1" ]; }
 flood_on=/tmp/vsrs-race.flooding
 # A pause between floods, so the guest keeps some CPU for the test itself;
 # each flood gives the driver a rescan of everything, which takes far longer.
@@ -224,7 +226,7 @@ flood_race() {
 	local i m0 v
 	check "write 1 MiB of known data to each disk" write_patterns
 	# (The C driver counts nothing: the flood gets 5 s.)
-	missed() { if is_c; then sleep 5; else [ "$(stat_of events_missed)" -gt "$m0" ]; fi; }
+	missed() { if is_c; then sleep 5; else missed_since "$m0"; fi; }
 	# A binding's counters start at 0; one that got its event buffers used
 	# without an interrupt stays at 0 for good.
 	hears() { is_c || [ "$(stat_of events_missed)" -gt 0 ] || [ "$(stat_of events)" -gt 0 ]; }
@@ -268,8 +270,6 @@ flood_race() {
 }
 
 # --- scan ------------------------------------------------------------------------
-# missed_since N: events_missed has passed N (a rescan on events missed began).
-missed_since() { [ "$(stat_of events_missed)" -gt "$1" ]; }
 faults_since() { [ "$(faults_hit)" -gt "$1" ]; }
 
 # probing_left_alone HOST: a device the scan is still creating is the scan's.
@@ -301,22 +301,22 @@ probing_left_alone() {
 }
 
 scan_race() {
-	local h m0 end n=0
+	local h m0 end n=0 secs=${VSRS_SCAN_SECONDS:-60}
 	check "write 1 MiB of known data to each disk" write_patterns
 	h=$(vsrs_hosts | head -n 1)
 	is_c || probing_left_alone "$h"
 	m0=$(stat_of events_missed)
 	flood_start
-	end=$((SECONDS + ${VSRS_SCAN_SECONDS:-60}))
+	end=$((SECONDS + secs))
 	while [ "$SECONDS" -lt "$end" ]; do
 		echo "- - -" >"/sys/class/scsi_host/host$h/scan" || break
 		n=$((n + 1))
 	done
 	flood_stop
-	check "full host scans ran during the flood ($n in ${VSRS_SCAN_SECONDS:-60} s)" test "$n" -gt 0
+	check "full host scans ran during the flood ($n in $secs s)" test "$n" -gt 0
 	# (The C driver counts nothing.)
 	is_c || check "the driver rescanned on events missed meanwhile (events_missed $m0 -> $(stat_of events_missed))" \
-		test "$(stat_of events_missed)" -gt "$m0"
+		missed_since "$m0"
 	check "both disks read the data written" wait_for 120 patterns_read_back
 }
 
