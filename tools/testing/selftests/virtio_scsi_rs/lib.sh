@@ -468,6 +468,8 @@ stat_of() { # NAME
 	is_c && { echo 0; return; }
 	cat /sys/kernel/debug/virtio_scsi_rs-*/stats 2>/dev/null | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'
 }
+# missed_since N: events_missed has passed N (a rescan on events missed began).
+missed_since() { [ "$(stat_of events_missed)" -gt "$1" ]; }
 
 # untracked: commands virtio_scsi_rs got back from the device that its
 # in-flight table did not hold (completed twice, or never submitted), summed

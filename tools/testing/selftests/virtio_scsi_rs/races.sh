@@ -192,8 +192,6 @@ submitted() {
 }
 
 # --- flood ---------------------------------------------------------------------
-# missed_since N: events_missed has passed N (a rescan on events missed began).
-missed_since() { [ "$(stat_of events_missed)" -gt "$1" ]; }
 flood_on=/tmp/vsrs-race.flooding
 # A pause between floods, so the guest keeps some CPU for the test itself;
 # each flood gives the driver a rescan of everything, which takes far longer.
