@@ -15,8 +15,9 @@ use core::{cell::UnsafeCell, ffi::c_void, marker::PhantomData, mem::MaybeUninit,
 /// (every byte pattern is a valid `[u8; N]`), and no Rust reference to the
 /// bytes themselves exists to be invalidated.
 ///
-/// Aligned to 4 bytes, so that [`DmaBytes::read_head`] copies whole words.
-#[repr(C, align(4))]
+/// Aligned to 8 bytes, so that [`DmaBytes::read_head`] and
+/// [`DmaBytes::write_at`] copy whole words.
+#[repr(C, align(8))]
 pub(crate) struct DmaBytes<const N: usize>(UnsafeCell<[u8; N]>);
 
 // SAFETY: Every access is a volatile copy of plain bytes (see the type's
@@ -36,7 +37,7 @@ impl<const N: usize> DmaBytes<N> {
         for (i, word) in out.chunks_exact_mut(4).enumerate() {
             // SAFETY: Bytes `4 * i .. 4 * i + 4` lie within the first
             // `M <= N` bytes of the array `&self` points to, which is aligned
-            // to 4 (the type's `align`); any bits are a valid `u32`.
+            // to 8 (the type's `align`); any bits are a valid `u32`.
             let w = unsafe { base.add(i).read_volatile() };
             word.copy_from_slice(&w.to_ne_bytes());
         }
@@ -56,13 +57,36 @@ impl<const N: usize> DmaBytes<N> {
         n
     }
 
-    /// Replaces the first `M` bytes with `bytes` (`M <= N`, checked at
-    /// build time); the rest stay as they are.
-    pub(crate) fn write_head<const M: usize>(&self, bytes: &[u8; M]) {
-        const { assert!(M <= N) };
-        // SAFETY: The first `M <= N` bytes are inside the array `&self`
-        // points to (alignment 1); one volatile store of them.
-        unsafe { self.0.get().cast::<[u8; M]>().write_volatile(*bytes) };
+    /// Replaces the `M` bytes from offset `OFF` on with `bytes`
+    /// (`OFF + M <= N`, checked at build time); the rest stay as they are.
+    /// Whole 64-bit words where `OFF` and `M` allow, single bytes for fewer
+    /// than 8, else one copy of the array: each a store from registers, not
+    /// through a copy on the stack.
+    #[inline(always)]
+    pub(crate) fn write_at<const OFF: usize, const M: usize>(&self, bytes: &[u8; M]) {
+        const { assert!(OFF + M <= N) };
+        let base = self.0.get().cast::<u8>();
+        if OFF % 8 == 0 && M % 8 == 0 {
+            for (i, w) in bytes.chunks_exact(8).enumerate() {
+                let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                // SAFETY: Bytes `OFF + 8 * i .. OFF + 8 * i + 8` lie inside
+                // the array `&self` points to (`OFF + M <= N`), at a multiple
+                // of 8 from its start, which is aligned to 8 (the type's
+                // `align`); one volatile store.
+                unsafe { base.add(OFF + 8 * i).cast::<u64>().write_volatile(w) };
+            }
+        } else if M < 8 {
+            for (i, &b) in bytes.iter().enumerate() {
+                // SAFETY: `OFF + i < OFF + M <= N`: a byte of the array
+                // `&self` points to, written once.
+                unsafe { base.add(OFF + i).write_volatile(b) };
+            }
+        } else {
+            // SAFETY: Bytes `OFF .. OFF + M` lie inside the array `&self`
+            // points to (`OFF + M <= N`; alignment 1); one volatile store of
+            // them.
+            unsafe { base.add(OFF).cast::<[u8; M]>().write_volatile(*bytes) };
+        }
     }
 
     fn as_ptr(&self) -> *mut c_void {

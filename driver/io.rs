@@ -31,6 +31,18 @@ pub(crate) struct VirtioCmd {
 
 type Cmd = Command<Ops>;
 
+/// A command's request header as the protocol writes it: each field stored
+/// straight into the bytes the device reads, the CDB copied from the
+/// midlayer's buffer once.
+struct ReqHeader<'a>(&'a DmaBytes<{ wire::CMD_REQ_PI_SIZE }>);
+
+impl cmd::HeaderSink for ReqHeader<'_> {
+    #[inline(always)]
+    fn put<const OFF: usize, const M: usize>(&self, bytes: &[u8; M]) {
+        self.0.write_at::<OFF, M>(bytes);
+    }
+}
+
 /// No command on this tag.
 const FREE: u64 = u64::MAX;
 
@@ -177,28 +189,32 @@ impl Shared {
     /// Encodes the request header of `cmd`, for target and LUN `addr` with
     /// block-layer tag `tag`, into its private area; returns its length, or
     /// the host byte to fail the command with.
+    #[inline(always)]
     fn encode(&self, cmd: &Cmd, (target, lun): (u32, u64), tag: u32) -> Result<usize, u8> {
         let lun = cmd::encode_lun(target, lun).ok_or(host_byte::DID_BAD_TARGET)?;
         let prio = cmd::sam_priority(cmd.ioprio());
-        let hdr = cmd::encode_cmd_req(lun, u64::from(tag), TaskAttr::Simple, prio, cmd.cdb_buf());
         // With T10 PI negotiated every command carries the PI header.
-        if self.t10_pi {
+        let pi = self.t10_pi.then(|| {
             let n = cmd.integrity().map_or(0, |i| {
                 cmd::pi_bytes(i.sectors, i.interval_exp, i.metadata_size)
             });
-            let pi = match cmd.data_dir() {
+            match cmd.data_dir() {
                 DataDir::ToDevice => PiBytes { out: n, inn: 0 },
                 DataDir::FromDevice => PiBytes { out: 0, inn: n },
                 _ => PiBytes { out: 0, inn: 0 },
-            };
-            cmd.private()
-                .req
-                .write_head(&cmd::encode_cmd_req_pi(&hdr, pi));
-            Ok(wire::CMD_REQ_PI_SIZE)
-        } else {
-            cmd.private().req.write_head(&hdr);
-            Ok(wire::CMD_REQ_SIZE)
-        }
+            }
+        });
+        let req = ReqHeader(&cmd.private().req);
+        let tag = u64::from(tag);
+        Ok(cmd::encode_cmd_req(
+            &req,
+            lun,
+            tag,
+            TaskAttr::Simple,
+            prio,
+            pi,
+            cmd.cdb_buf(),
+        ))
     }
 
     /// `queuecommand`: gives `cmd` to the device on its hardware queue's

@@ -63,26 +63,6 @@ pub fn sam_priority(ioprio: u16) -> u8 {
     }
 }
 
-/// `struct virtio_scsi_cmd_req` for a command whose CDB buffer is `cdb`:
-/// the command's bytes, then zeroes (the midlayer's buffer is the same size
-/// as the header's field, cleared before each command is built).
-pub fn encode_cmd_req(
-    lun: [u8; 8],
-    tag: u64,
-    attr: TaskAttr,
-    prio: u8,
-    cdb: &[u8; CDB_SIZE],
-) -> [u8; CMD_REQ_SIZE] {
-    let mut buf = [0u8; CMD_REQ_SIZE];
-    buf[0..8].copy_from_slice(&lun);
-    buf[8..16].copy_from_slice(&tag.to_le_bytes());
-    buf[16] = attr as u8;
-    buf[17] = prio;
-    buf[18] = 0; // crn
-    buf[19..].copy_from_slice(cdb);
-    buf
-}
-
 /// Bytes of protection information (T10 PI) a command carries, each way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PiBytes {
@@ -92,17 +72,47 @@ pub struct PiBytes {
     pub inn: u32,
 }
 
-/// `struct virtio_scsi_cmd_req_pi` from the plain header `plain` (as
-/// [`encode_cmd_req`] wrote it): the same fields, with `pi_bytesout` and
-/// `pi_bytesin` between `crn` and the CDB.
-pub fn encode_cmd_req_pi(plain: &[u8; CMD_REQ_SIZE], pi: PiBytes) -> [u8; CMD_REQ_PI_SIZE] {
-    const FIXED: usize = CMD_REQ_SIZE - CDB_SIZE;
-    let mut b = [0u8; CMD_REQ_PI_SIZE];
-    b[..FIXED].copy_from_slice(&plain[..FIXED]);
-    b[FIXED..FIXED + 4].copy_from_slice(&pi.out.to_le_bytes());
-    b[FIXED + 4..FIXED + 8].copy_from_slice(&pi.inn.to_le_bytes());
-    b[FIXED + 8..].copy_from_slice(&plain[FIXED..]);
-    b
+/// Where a request header is written, a field at a time: memory the device
+/// reads, stored into directly (no copy of the header on the way), or an
+/// array in the tests.
+pub trait HeaderSink {
+    /// Writes `bytes` at byte offset `OFF`.
+    fn put<const OFF: usize, const M: usize>(&self, bytes: &[u8; M]);
+}
+
+/// Writes `struct virtio_scsi_cmd_req` into `out` for a command whose CDB
+/// buffer is `cdb` (the command's bytes, then zeroes: the midlayer's buffer
+/// is the size of the header's field and cleared before each command is
+/// built); with `pi`, `struct virtio_scsi_cmd_req_pi`, whose `pi_bytesout`
+/// and `pi_bytesin` come between `crn` and the CDB. Returns the header's
+/// length.
+#[inline(always)]
+pub fn encode_cmd_req(
+    out: &impl HeaderSink,
+    lun: [u8; 8],
+    tag: u64,
+    attr: TaskAttr,
+    prio: u8,
+    pi: Option<PiBytes>,
+    cdb: &[u8; CDB_SIZE],
+) -> usize {
+    use super::wire::req_offset as at;
+    out.put::<{ at::LUN }, 8>(&lun);
+    out.put::<{ at::TAG }, 8>(&tag.to_le_bytes());
+    // task_attr, prio, crn.
+    out.put::<{ at::TASK_ATTR }, 3>(&[attr as u8, prio, 0]);
+    match pi {
+        None => {
+            out.put::<{ at::CDB }, CDB_SIZE>(cdb);
+            CMD_REQ_SIZE
+        }
+        Some(pi) => {
+            out.put::<{ at::PI_BYTESOUT }, 4>(&pi.out.to_le_bytes());
+            out.put::<{ at::PI_BYTESIN }, 4>(&pi.inn.to_le_bytes());
+            out.put::<{ at::CDB_PI }, CDB_SIZE>(cdb);
+            CMD_REQ_PI_SIZE
+        }
+    }
 }
 
 /// Protection information bytes of `sectors` 512-byte sectors with
@@ -448,56 +458,75 @@ mod tests {
         b
     }
 
+    /// A request header written into an array.
+    struct Header(core::cell::Cell<[u8; CMD_REQ_PI_SIZE]>);
+
+    impl HeaderSink for Header {
+        fn put<const OFF: usize, const M: usize>(&self, bytes: &[u8; M]) {
+            let mut b = self.0.get();
+            b[OFF..OFF + M].copy_from_slice(bytes);
+            self.0.set(b);
+        }
+    }
+
+    /// The header `encode_cmd_req` writes over bytes of 0xee, and its length.
+    fn header(
+        lun: [u8; 8],
+        tag: u64,
+        prio: u8,
+        pi: Option<PiBytes>,
+        cdb: &[u8],
+    ) -> ([u8; CMD_REQ_PI_SIZE], usize) {
+        let h = Header(core::cell::Cell::new([0xee; CMD_REQ_PI_SIZE]));
+        let n = encode_cmd_req(&h, lun, tag, TaskAttr::Simple, prio, pi, &cdb_buf(cdb));
+        (h.0.get(), n)
+    }
+
     #[test]
     fn request_header_layout() {
         let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
-        let buf = encode_cmd_req(
+        let (buf, n) = header(
             [1, 2, 0x40, 3, 0, 0, 0, 0],
             0x0102_0304_0506_0708,
-            TaskAttr::Simple,
             5,
-            &cdb_buf(&cdb),
+            None,
+            &cdb,
         );
+        assert_eq!(n, CMD_REQ_SIZE);
         assert_eq!(&buf[0..8], &[1, 2, 0x40, 3, 0, 0, 0, 0]);
         assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(buf[16..19], [0, 5, 0]);
         assert_eq!(&buf[19..29], &cdb);
         assert!(
-            buf[29..].iter().all(|&b| b == 0),
+            buf[29..n].iter().all(|&b| b == 0),
             "the rest of the CDB is zero"
         );
-        let full = [0xa5; CDB_SIZE];
-        assert_eq!(
-            &encode_cmd_req([0; 8], 0, TaskAttr::Simple, 0, &full)[19..],
-            &full
+        assert!(
+            buf[n..].iter().all(|&b| b == 0xee),
+            "nothing written past the header"
         );
+        let full = [0xa5; CDB_SIZE];
+        assert_eq!(&header([0; 8], 0, 0, None, &full).0[19..n], &full);
     }
 
     #[test]
     fn pi_header_layout() {
         let cdb = [0x8a, 0x20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0];
-        let plain = encode_cmd_req(
-            [1, 0, 0x40, 2, 0, 0, 0, 0],
-            77,
-            TaskAttr::Simple,
-            3,
-            &cdb_buf(&cdb),
-        );
-        let b = encode_cmd_req_pi(&plain, PiBytes { out: 64, inn: 0 });
+        let lun = [1, 0, 0x40, 2, 0, 0, 0, 0];
+        let (plain, _) = header(lun, 77, 3, None, &cdb);
+        let (b, n) = header(lun, 77, 3, Some(PiBytes { out: 64, inn: 0 }), &cdb);
+        assert_eq!(n, CMD_REQ_PI_SIZE);
         // lun, tag, task_attr, prio, crn as in the plain header.
         assert_eq!(&b[..19], &plain[..19]);
         assert_eq!(&b[19..23], &[64, 0, 0, 0], "pi_bytesout");
         assert_eq!(&b[23..27], &[0, 0, 0, 0], "pi_bytesin");
         assert_eq!(&b[27..27 + cdb.len()], &cdb);
         assert!(b[27 + cdb.len()..].iter().all(|&x| x == 0));
-        let b = encode_cmd_req_pi(
-            &plain,
-            PiBytes {
-                out: 0,
-                inn: 0x0102_0304,
-            },
-        );
-        assert_eq!(&b[23..27], &[4, 3, 2, 1]);
+        let pi = PiBytes {
+            out: 0,
+            inn: 0x0102_0304,
+        };
+        assert_eq!(&header(lun, 77, 3, Some(pi), &cdb).0[23..27], &[4, 3, 2, 1]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 extern crate std;
 
-use crate::{config::offset, wire};
+use crate::{config::offset, wire, wire::req_offset as req};
 use std::{collections::HashMap, fs, process::Command, string::String};
 
 const PROBE: &str = r#"
@@ -24,6 +24,12 @@ int main(void) {
     O(virtio_scsi_config, event_info_size); O(virtio_scsi_config, sense_size);
     O(virtio_scsi_config, cdb_size); O(virtio_scsi_config, max_channel);
     O(virtio_scsi_config, max_target); O(virtio_scsi_config, max_lun);
+    O(virtio_scsi_cmd_req, lun); O(virtio_scsi_cmd_req, tag);
+    O(virtio_scsi_cmd_req, task_attr); O(virtio_scsi_cmd_req, prio);
+    O(virtio_scsi_cmd_req, crn); O(virtio_scsi_cmd_req, cdb);
+    O(virtio_scsi_cmd_req_pi, lun); O(virtio_scsi_cmd_req_pi, tag);
+    O(virtio_scsi_cmd_req_pi, task_attr); O(virtio_scsi_cmd_req_pi, pi_bytesout);
+    O(virtio_scsi_cmd_req_pi, pi_bytesin); O(virtio_scsi_cmd_req_pi, cdb);
     printf("VIRTIO_SCSI_CDB_SIZE %d\nVIRTIO_SCSI_SENSE_SIZE %d\n",
            VIRTIO_SCSI_CDB_SIZE, VIRTIO_SCSI_SENSE_SIZE);
     return 0;
@@ -95,5 +101,26 @@ fn config_offsets_match_uapi() {
             ours,
             "{field}"
         );
+    }
+}
+
+#[test]
+fn request_offsets_match_uapi() {
+    let c = c_layout("request");
+    for (field, ours) in [
+        ("virtio_scsi_cmd_req.lun", req::LUN),
+        ("virtio_scsi_cmd_req.tag", req::TAG),
+        ("virtio_scsi_cmd_req.task_attr", req::TASK_ATTR),
+        ("virtio_scsi_cmd_req.prio", req::TASK_ATTR + 1),
+        ("virtio_scsi_cmd_req.crn", req::TASK_ATTR + 2),
+        ("virtio_scsi_cmd_req.cdb", req::CDB),
+        ("virtio_scsi_cmd_req_pi.lun", req::LUN),
+        ("virtio_scsi_cmd_req_pi.tag", req::TAG),
+        ("virtio_scsi_cmd_req_pi.task_attr", req::TASK_ATTR),
+        ("virtio_scsi_cmd_req_pi.pi_bytesout", req::PI_BYTESOUT),
+        ("virtio_scsi_cmd_req_pi.pi_bytesin", req::PI_BYTESIN),
+        ("virtio_scsi_cmd_req_pi.cdb", req::CDB_PI),
+    ] {
+        assert_eq!(c[field], ours, "{field}");
     }
 }

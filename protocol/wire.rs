@@ -15,6 +15,24 @@ pub const SENSE_SIZE: usize = 96;
 pub const CMD_REQ_SIZE: usize = 8 + 8 + 1 + 1 + 1 + CDB_SIZE;
 /// `struct virtio_scsi_cmd_req_pi`: as above plus pi_bytesout and pi_bytesin.
 pub const CMD_REQ_PI_SIZE: usize = 8 + 8 + 1 + 1 + 1 + 4 + 4 + CDB_SIZE;
+/// Byte offsets of the fields of `struct virtio_scsi_cmd_req` and, where
+/// they differ, of `struct virtio_scsi_cmd_req_pi`.
+pub mod req_offset {
+    /// `lun[8]`.
+    pub const LUN: usize = 0;
+    /// `tag` (u64).
+    pub const TAG: usize = 8;
+    /// `task_attr`, followed by `prio` and `crn` (a byte each).
+    pub const TASK_ATTR: usize = 16;
+    /// `cdb[32]` of the plain header.
+    pub const CDB: usize = 19;
+    /// `pi_bytesout` (u32, the PI header only).
+    pub const PI_BYTESOUT: usize = 19;
+    /// `pi_bytesin` (u32, the PI header only).
+    pub const PI_BYTESIN: usize = 23;
+    /// `cdb[32]` of the PI header.
+    pub const CDB_PI: usize = 27;
+}
 /// `struct virtio_scsi_cmd_resp`: sense_len, resid, status_qualifier, status,
 /// response, sense[96].
 pub const CMD_RESP_SIZE: usize = 4 + 4 + 2 + 1 + 1 + SENSE_SIZE;
