@@ -433,11 +433,29 @@ impl Shared {
         }
     }
 
-    /// Checks the device's answer to `cmd` and hands the command back.
+    /// Checks the device's answer to `cmd` and hands the command back: a
+    /// good answer with nothing more to say (almost every one) on a short
+    /// path, any other decoded in full.
+    #[inline(always)]
     fn finish(&self, q: &RequestQueue, cmd: Cmd, used_len: u32) {
         // The header once; the sense bytes after it only as many as it says.
-        let resp = &cmd.private().resp;
-        let hdr = resp.read_head::<{ cmd::RESP_HEADER_SIZE }>();
+        let hdr = cmd.private().resp.read_head::<{ cmd::RESP_HEADER_SIZE }>();
+        if cmd::is_good(&hdr, used_len, cmd.transfer_len()) {
+            cmd.complete(const { cmd::GOOD.scsi_result() }, 0, &[]);
+        } else {
+            self.finish_decoded(q, cmd, used_len, hdr);
+        }
+    }
+
+    /// [`Shared::finish`] for any answer but a plain good one.
+    #[inline(never)]
+    fn finish_decoded(
+        &self,
+        q: &RequestQueue,
+        cmd: Cmd,
+        used_len: u32,
+        hdr: [u8; cmd::RESP_HEADER_SIZE],
+    ) {
         let transfer_len = cmd.transfer_len();
         let pi_len = cmd.integrity().map_or(0, |i| {
             cmd::pi_bytes(i.sectors, i.interval_exp, i.metadata_size)

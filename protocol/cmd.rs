@@ -347,7 +347,7 @@ impl Outcome {
     /// the C driver's mapping, with INCORRECT_LUN as BAD_TARGET (the C driver
     /// logs it as unknown) and any malformed answer as DID_ERROR.
     #[inline]
-    pub fn scsi_result(&self) -> u32 {
+    pub const fn scsi_result(&self) -> u32 {
         use host_byte::*;
         let (host, status) = match *self {
             Outcome::Invalid(_) => (DID_ERROR, 0),
@@ -359,7 +359,7 @@ impl Outcome {
                 response, status, ..
             } => (response.host_byte(), status),
         };
-        u32::from(host) << 16 | u32::from(status)
+        (host as u32) << 16 | status as u32
     }
 }
 
@@ -415,6 +415,29 @@ pub fn decode_cmd_resp(
         sense_len: sense_len as usize,
         resid,
     }
+}
+
+/// The outcome of a command that went well with nothing more to say:
+/// response OK, status GOOD, no sense data, no residual.
+pub const GOOD: Outcome = Outcome::Done {
+    response: Response::Ok,
+    status: 0,
+    sense_len: 0,
+    resid: 0,
+};
+
+/// Whether [`decode_cmd_resp`] makes [`GOOD`] of `resp` for a command of
+/// `transfer_len` bytes, whatever its protection information: the answer to
+/// almost every command, told by three words and the used length's bounds
+/// (the status qualifier is not read, as there). `false` only means that
+/// the full decoding is needed.
+#[inline(always)]
+pub fn is_good(resp: &[u8; RESP_HEADER_SIZE], used_len: u32, transfer_len: u32) -> bool {
+    let word = |at: usize| u32::from_le_bytes([resp[at], resp[at + 1], resp[at + 2], resp[at + 3]]);
+    // sense_len, resid, then status and response (bytes 10 and 11).
+    word(0) | word(4) | word(8) >> 16 == 0
+        && used_len as usize >= RESP_HEADER_SIZE
+        && u64::from(used_len) <= CMD_RESP_SIZE as u64 + u64::from(transfer_len)
 }
 
 #[cfg(test)]
@@ -687,6 +710,71 @@ mod tests {
             decode_cmd_resp(&resp(96, 4096, 2, 0), LEN, 4096, 0),
             Outcome::Done { .. }
         ));
+    }
+
+    #[test]
+    fn the_short_path_agrees_with_the_full_decoding() {
+        // Every header built from values at and around the checks' bounds,
+        // with the status qualifier (not read) set and clear.
+        let lens = [
+            0u32,
+            11,
+            12,
+            13,
+            107,
+            108,
+            109,
+            4095,
+            4096,
+            4203,
+            4204,
+            4205,
+            4268,
+            u32::MAX,
+        ];
+        let transfers = [0u32, 1, 4096, u32::MAX];
+        let mut good = 0;
+        for &sense_len in &[0u32, 1, 96, 1 << 16, 1 << 24] {
+            for &resid in &[0u32, 1, 4096, 1 << 24] {
+                for status in [0u8, 2, 0x18, 0x80] {
+                    for response in [0u8, 1, 8, 9, 12, 0x80] {
+                        for qualifier in [0u8, 0xff] {
+                            let mut r = resp(sense_len, resid, status, response);
+                            r[8] = qualifier;
+                            r[9] = qualifier;
+                            for &used_len in &lens {
+                                for &transfer_len in &transfers {
+                                    if !is_good(&r, used_len, transfer_len) {
+                                        continue;
+                                    }
+                                    good += 1;
+                                    for pi_len in [0, 64, u32::MAX] {
+                                        assert_eq!(
+                                            decode_cmd_resp(&r, used_len, transfer_len, pi_len),
+                                            GOOD,
+                                            "{r:?} {used_len} {transfer_len} {pi_len}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(good > 0);
+        // And it answers yes for the usual good completion.
+        assert!(is_good(&resp(0, 0, 0, 0), LEN, 4096));
+        assert!(
+            is_good(&resp(0, 0, 0, 0), 12, 4096),
+            "a read of nothing but the response"
+        );
+        assert!(
+            !is_good(&resp(0, 0, 0, 0), LEN + 1, 4096),
+            "beyond the buffers but PI: decoded in full"
+        );
+        assert!(!is_good(&resp(0, 0, 0, 0), 11, 4096));
+        assert_eq!(GOOD.scsi_result(), 0);
     }
 
     #[test]

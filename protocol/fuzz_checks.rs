@@ -10,7 +10,9 @@
 //! down, and a broken promise would let a lying device reach the midlayer
 //! with out-of-bounds lengths or the wrong LUN.
 
-use crate::protocol::cmd::{decode_cmd_resp, encode_lun, host_byte, Outcome, RESP_HEADER_SIZE};
+use crate::protocol::cmd::{
+    decode_cmd_resp, encode_lun, host_byte, is_good, Outcome, GOOD, RESP_HEADER_SIZE,
+};
 use crate::protocol::config::{
     Config, Fixup, Limits, RawConfig, CMD_PER_LUN_LIMIT, EVENT_INFO_MAX, EVENT_INFO_MIN,
     MAX_LUN_LIMIT, MAX_TARGET_LIMIT, SEG_MAX_LIMIT,
@@ -88,6 +90,10 @@ fn cmd_resp(input: &mut Input<'_>) {
     resp[11] = input.pick(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
     let outcome = decode_cmd_resp(&resp, used_len, transfer_len, pi_len);
     let result = outcome.scsi_result();
+    // The driver's short path for good answers decides as the decoding does.
+    if is_good(&resp, used_len, transfer_len) {
+        assert_eq!(outcome, GOOD);
+    }
     match outcome {
         Outcome::Done {
             sense_len, resid, ..
