@@ -144,9 +144,15 @@ impl<'a> SgChain<'a> {
 /// The buffers of one device request, in the order the device takes them:
 /// every device-readable piece before every device-writable one, written
 /// straight into the C lists of an [`SgLists`] (a single buffer gets an
-/// entry of the lists' own), borrowed for `'a`.
+/// entry of the lists' own), borrowed for `'a`. The counts live here, apart
+/// from the lists the C code is handed, so that they stay in registers.
 pub(crate) struct Sgs<'a> {
     l: &'a mut SgLists,
+    n: usize,
+    out: u32,
+    inn: u32,
+    /// A piece was refused (too many, or readable after writable).
+    bad: bool,
 }
 
 impl<'a> Sgs<'a> {
@@ -154,30 +160,32 @@ impl<'a> Sgs<'a> {
     /// data and a response (a request carries data one way only).
     pub(crate) const MAX: usize = 4;
 
-    /// Describes a request into `l`, emptied first.
+    /// Describes a request into `l`.
     pub(crate) fn new(l: &'a mut SgLists) -> Self {
-        l.n = 0;
-        l.out = 0;
-        l.inn = 0;
-        l.bad = false;
-        Self { l }
+        Self {
+            l,
+            n: 0,
+            out: 0,
+            inn: 0,
+            bad: false,
+        }
     }
 
     /// The next list slot, if a piece is allowed there (room left, no
     /// readable piece after a writable one); else the lists are refused.
     fn slot(&mut self, readable: bool) -> Option<usize> {
-        let l = &mut *self.l;
-        if l.n >= Self::MAX || (readable && l.inn > 0) {
-            l.bad = true;
+        if self.n >= Self::MAX || (readable && self.inn > 0) {
+            self.bad = true;
             return None;
         }
+        // At most `MAX` of each: no overflow.
         if readable {
-            l.out += 1;
+            self.out += 1;
         } else {
-            l.inn += 1;
+            self.inn += 1;
         }
-        l.n += 1;
-        Some(l.n - 1)
+        self.n += 1;
+        Some(self.n - 1)
     }
 
     fn one(&mut self, ptr: *mut c_void, len: u32, readable: bool) {
@@ -216,6 +224,15 @@ impl<'a> Sgs<'a> {
     pub(crate) fn writable_chain(&mut self, c: SgChain<'a>) {
         self.chain(c.as_raw(), false);
     }
+
+    /// How many lists the request has, and of them readable and writable;
+    /// `EINVAL` if a piece was refused or there is none.
+    pub(crate) fn counts(&self) -> kernel::error::Result<(usize, u32, u32)> {
+        if self.bad || self.n == 0 {
+            return Err(kernel::error::code::EINVAL);
+        }
+        Ok((self.n, self.out, self.inn))
+    }
 }
 
 /// The C lists `virtqueue_add_sgs` takes, as an [`Sgs`] wrote them, kept
@@ -226,11 +243,6 @@ pub(crate) struct SgLists {
     /// points to it.
     ones: [MaybeUninit<bindings::scatterlist>; Sgs::MAX],
     lists: [*mut bindings::scatterlist; Sgs::MAX],
-    n: usize,
-    out: u32,
-    inn: u32,
-    /// A piece was refused (too many, or readable after writable).
-    bad: bool,
 }
 
 impl SgLists {
@@ -238,21 +250,13 @@ impl SgLists {
         Self {
             ones: [const { MaybeUninit::uninit() }; Sgs::MAX],
             lists: [core::ptr::null_mut(); Sgs::MAX],
-            n: 0,
-            out: 0,
-            inn: 0,
-            bad: false,
         }
     }
 
-    /// The list pointers with the readable and writable counts; `EINVAL` if
-    /// a piece was refused or there is none.
-    pub(crate) fn get(
-        &mut self,
-    ) -> kernel::error::Result<(&mut [*mut bindings::scatterlist], u32, u32)> {
-        if self.bad || self.n == 0 {
-            return Err(kernel::error::code::EINVAL);
-        }
-        Ok((&mut self.lists[..self.n], self.out, self.inn))
+    /// The first `n` list pointers (at most all), as [`Sgs::counts`] gave
+    /// their number.
+    pub(crate) fn lists(&mut self, n: usize) -> &mut [*mut bindings::scatterlist] {
+        let n = n.min(Sgs::MAX);
+        &mut self.lists[..n]
     }
 }

@@ -378,13 +378,15 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         build: impl for<'b> FnOnce(&'b Tok, &mut Sgs<'b>),
     ) -> Result<(), (Tok, Error)> {
         let mut sgl = SgLists::new();
-        build(&tok, &mut Sgs::new(&mut sgl));
-        // The lists lose the borrow of `tok` here, but what they describe
-        // stays valid until the token comes back (`dma::Owned`).
-        let (lists, out, inn) = match sgl.get() {
-            Ok(l) => l,
+        let mut sgs = Sgs::new(&mut sgl);
+        build(&tok, &mut sgs);
+        let (n, out, inn) = match sgs.counts() {
+            Ok(c) => c,
             Err(e) => return Err((tok, e)),
         };
+        // The lists lose the borrow of `tok` here, but what they describe
+        // stays valid until the token comes back (`dma::Owned`).
+        let lists = sgl.lists(n);
         let vq = self.as_raw();
         let raw = tok.into_raw();
         // The lists describe memory valid while the token is on the ring
