@@ -10,6 +10,7 @@
 #                        [--numjobs '1 N'] [--no-scan] [--trace]
 #                        [--cost [--ios N] [--seed S] [--rows REGEX]]
 #                        [--profile [--ios N] [--rows REGEX]]
+#                        [--scaling [--quick] [--no-lockstat]]
 #
 # Defaults: the non-debug bench kernel (built into the cache on first use,
 # 30-60 min on 2 cores), 3 rounds, 2 s per fio job after 1 s of ramp, vCPUs 2,
@@ -43,6 +44,35 @@
 # first: where the driver path's difference goes. Raw counts in
 # raw/pcprof-G.txt.
 #
+# --scaling runs, instead, the scaling curves (issue 17 item 4): 4k random
+# reads, fio with 4 jobs (one per vCPU, pinned) at iodepth 32 each, every
+# job over all the LUNs of the point (fio's files in turn), against three
+# axes: LUNs driven at once (1, 16, 256 of a 256-LUN controller with 4
+# queues), num_queues (1, 2, 4; one LUN) and virtqueue_size (16, 64, 256;
+# one LUN, one queue: the 128 commands in flight fill the small rings).
+# Every point is a controller of its own (null-co read-zeroes disks, an
+# iothread each; points that are the same configuration share one: 1 LUN
+# is num_queues 4, virtqueue_size 256 is num_queues 1), all in one guest of
+# 4 vCPUs, so each driver is loaded once per round and both drivers see the
+# same devices. Three guests:
+# - -icount shift=0,sleep=on with the pcprof plugin (as --profile), 2
+#   rounds (driver order ABBA): every kernel instruction of all 4 vCPUs in a
+#   window of 0.5 guest s (0.2 with --quick) after 0.5 s of fio, per I/O
+#   (the window's I/Os: calls of scsi_finish_command); beside it those of
+#   queued_spin_lock_slowpath (spinning on a contended lock), and the busy
+#   returns (the tracepoint scsi:scsi_dispatch_cmd_error, either driver);
+# - a normal TCG guest, --rounds (default 4) rounds of --runtime S (default
+#   3) after --ramp S (default 1) per point and driver, ABBA, points in a
+#   seeded order per round: IOPS, Rust/C with intervals as for the matrix;
+# - the debug kernel (CONFIG_LOCK_STAT; built on first use, 20-35 min):
+#   /proc/lock_stat over a run of --runtime S at num_queues 1 and 4, one
+#   round (--no-lockstat leaves it out).
+# --quick: 2 rounds of 1 s (ramp 0) and the shorter window. About 35 min
+# in all (10 with --quick) once the kernels are built. Output in
+# bench/results/<date>-scaling/: raw/ (the plugin's counts, jsonl of the
+# windows and fio runs, fio JSON, lock_stat excerpts), scaling.md (tables),
+# scaling.png (curves, C beside Rust); tools/bench/scaling_report.py.
+#
 # The disk iscsi (issue 16 item 7) is a real target passed through: a tgt
 # disk over iSCSI on loopback (tools/tgt-target.sh), reached by QEMU's
 # libiscsi driver, scsi-block on the SCSI controller and the block layer for
@@ -65,9 +95,10 @@ top=$(cd "$here/../.." && pwd)
 # shellcheck source=tools/kernel.env
 . "$top/tools/kernel.env"
 
-kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out= smoke=0 scan=1 trace=0 cost=0 profile=0 ios=2000 seed=1 rows=.
+kernel=bench rounds=3 runtime=2 ramp=1 cpus=2 luns=256 out='' smoke=0 scan=1 trace=0 cost=0 profile=0 ios=2000 seed=1 rows=.
+scaling=0 quick=0 lockstat=1
 disks="null file iscsi" rws="randread randwrite" engines="io_uring libaio" iodepths="1 32 128" numjobs=
-set_rounds= set_runtime= set_ramp= set_luns=
+set_rounds='' set_runtime='' set_ramp='' set_luns=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=$2; shift 2 ;;
@@ -86,6 +117,9 @@ while [ $# -gt 0 ]; do
 	--trace) trace=1; shift ;;
 	--cost) cost=1; shift ;;
 	--profile) profile=1; shift ;;
+	--scaling) scaling=1; shift ;;
+	--quick) quick=1; shift ;;
+	--no-lockstat) lockstat=0; shift ;;
 	--ios) ios=$2; shift 2 ;;
 	--seed) seed=$2; shift 2 ;;
 	--rows) rows=$2; shift 2 ;;
@@ -104,7 +138,17 @@ numjobs=${numjobs:-"1 $cpus"}
 [ "$trace" = 0 ] || [ -n "$set_runtime" ] || runtime=5
 [ "$cost" = 0 ] || [ -n "$set_rounds" ] || rounds=3
 [ "$profile" = 0 ] || rounds=1
+if [ "$scaling" = 1 ]; then
+	[ -n "$set_rounds" ] || rounds=$((quick ? 2 : 4))
+	[ -n "$set_runtime" ] || runtime=$((quick ? 1 : 3))
+	[ -n "$set_ramp" ] || ramp=$((quick ? 0 : 1))
+fi
 say() { echo "bench: $*" >&2; }
+# The host's 1-minute load, a sample per 5 s, to FILE until kill "$loadpid".
+hostload_start() { # FILE
+	(while :; do echo "$(date +%s) $(cut -d' ' -f1 /proc/loadavg)"; sleep 5; done) >"$1" &
+	loadpid=$!
+}
 
 # --- kernel and module ------------------------------------------------------------
 if [ -n "${VSRS_KDIR:-}" ]; then
@@ -113,26 +157,31 @@ else
 	line=$("$top/tools/kdir.sh" "$kernel")
 	kdir=${line%%$'\t'*}
 fi
-if [ -n "${VSRS_BENCH_KO:-}" ]; then
-	ko=$VSRS_BENCH_KO
-else
-	# A module must be built against the kernel it is loaded into: build a copy
-	# of the sources per kernel build, so the tree's own .ko (test kernel) stays.
-	# The build directory is shared by every run against this kernel: one
-	# run at a time builds there and takes a copy of its module.
-	mdir=$VSRS_CACHE/bench-module/$(basename "$kdir")
+# A module must be built against the kernel it is loaded into: build a copy
+# of the sources per kernel build, so the tree's own .ko (test kernel) stays.
+# The build directory is shared by every run against this kernel: one run at
+# a time builds there and takes a copy of its module (to DEST).
+build_module() { # KDIR DEST
+	local mdir mlock
+	mdir=$VSRS_CACHE/bench-module/$(basename "$1")
 	mkdir -p "$mdir"
 	exec {mlock}>"$mdir.lock"
 	flock "$mlock"
 	(cd "$top" && git ls-files -z --cached --others --exclude-standard -- ':!:bench' ':!:protocol/target' |
 		rsync -a --from0 --files-from=- ./ "$mdir/")
-	say "building the module against $kdir"
+	say "building the module against $1"
 	# shellcheck disable=SC2046 # make words
-	make -s -C "$kdir" M="$mdir" CONFIG_VIRTIO_SCSI_RS=m $(tr '\n' ' ' <"$kdir/.vsrs-make-args") modules >&2
+	make -s -C "$1" M="$mdir" CONFIG_VIRTIO_SCSI_RS=m $(tr '\n' ' ' <"$1/.vsrs-make-args") modules >&2
+	cp "$mdir/virtio_scsi_rs.ko" "$2"
+	flock -u "$mlock"
+	exec {mlock}>&-
+}
+if [ -n "${VSRS_BENCH_KO:-}" ]; then
+	ko=$VSRS_BENCH_KO
+else
 	ko=$(mktemp /tmp/vsrs-bench-ko.XXXXXX) tmp_ko=$ko
 	trap 'rm -f "$tmp_ko"' EXIT
-	cp "$mdir/virtio_scsi_rs.ko" "$ko"
-	flock -u "$mlock"
+	build_module "$kdir" "$ko"
 fi
 [ -f "$ko" ] || { say "no module at $ko"; exit 1; }
 
@@ -144,6 +193,8 @@ iscsi_name() { echo "iscsi-$1-$2-io_uring-qd$3-j1"; } # RW BS QD: the row's fio 
 if [ -z "$out" ]; then
 	if [ "$smoke" = 1 ]; then
 		out=$(mktemp -d /tmp/vsrs-bench-smoke.XXXXXX)
+	elif [ "$scaling" = 1 ]; then
+		out=$top/bench/results/$(date +%Y-%m-%d)-scaling
 	else
 		out=$top/bench/results/$(date +%Y-%m-%d-%H%M)
 	fi
@@ -151,6 +202,30 @@ fi
 mkdir -p "$out/raw"
 out=$(cd "$out" && pwd)
 say "results in $out"
+
+# What every meta.env has.
+meta_common() {
+	cat <<EOT
+DATE=$(date +%Y-%m-%d)
+QEMU=$(qemu-system-x86_64 --version | head -n1 | sed 's/^QEMU emulator version //')
+KERNEL=$(basename "$kdir")
+GUEST_UNAME=$(head -n1 "$out/guest-info.txt" 2>/dev/null | cut -d' ' -f3)
+FIO=$(fio --version)
+MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff --quiet HEAD -- '*.rs' || echo -dirty)
+EOT
+}
+# The pcprof plugin (tools/bench/pcprof.c) in $out, and its marker: the
+# address of __x64_sys_sync in the System.map of $kdir (guests with nokaslr).
+pcprof_build() {
+	cc -shared -fPIC -O2 -Wall -o "$out/pcprof.so" "$here/pcprof.c" -lpthread
+	marker=$(awk '$3 == "__x64_sys_sync" {print $1}' "$kdir/System.map")
+	[ -n "$marker" ] || { say "no __x64_sys_sync in $kdir/System.map"; exit 1; }
+}
+if [ "$scaling" = 1 ]; then
+	# shellcheck source=tools/bench/scaling.sh
+	. "$here/scaling.sh"
+	exit $status
+fi
 
 {
 	cat <<EOT
@@ -281,14 +356,12 @@ if [ "$cost" = 1 ] || [ "$profile" = 1 ]; then
 	fi
 	grep -E -- "^[^ ]*($rows)" "$out/cost-rows.txt" >"$out/cost-rows.sel" || { say "no row matches $rows"; exit 2; }
 	mv "$out/cost-rows.sel" "$out/cost-rows.txt"
-	mode=cost plugin= append=()
+	mode=cost plugin='' append=()
 	if [ "$profile" = 0 ]; then
 		: >"$out/raw/cost.jsonl"
 	else
 		mode=profile
-		cc -shared -fPIC -O2 -Wall -o "$out/pcprof.so" "$here/pcprof.c" -lpthread
-		marker=$(awk '$3 == "__x64_sys_sync" {print $1}' "$kdir/System.map")
-		[ -n "$marker" ] || { say "no __x64_sys_sync in $kdir/System.map"; exit 1; }
+		pcprof_build
 		# The System.map's addresses are the running kernel's.
 		append=(--append nokaslr)
 	fi
@@ -317,20 +390,15 @@ if [ "$cost" = 1 ] || [ "$profile" = 1 ]; then
 	done
 	rm -rf "$out/guest.sh" "$out/modules"
 	cat >"$out/meta.env" <<EOT
-DATE=$(date +%Y-%m-%d)
-QEMU=$(qemu-system-x86_64 --version | head -n1 | sed 's/^QEMU emulator version //')
 ICOUNT=shift=0,sleep=off
 CPUS=1
 CPUS_POLLED=2
-KERNEL=$(basename "$kdir")
-GUEST_UNAME=$(head -n1 "$out/guest-info.txt" 2>/dev/null | cut -d' ' -f3)
 ROUNDS=$rounds
 COST_IOS=$ios
 COST_SEED=$seed
-FIO=$(fio --version)
-MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff --quiet HEAD -- '*.rs' || echo -dirty)
 COST_GUEST_SECONDS=$(( $(date +%s) - start ))
 EOT
+	meta_common >>"$out/meta.env"
 	if [ "$profile" = 1 ]; then
 		rm -f "$out/pcprof.so"
 		/usr/bin/python3 "$here/pcprof.py" "$out" "$kdir/System.map" >"$out/profile.md" || status=1
@@ -383,8 +451,7 @@ say "fio guest: $rounds round(s), $(grep -c "^\[" "$out/jobs.fio") sections of $
 # The host's load while the fio guest runs (TCG shares the host's CPUs: a
 # busy host slows the guest), a sample per 5 s; report.py gives each fio run
 # its mean beside the table.
-(while :; do echo "$(date +%s) $(cut -d' ' -f1 /proc/loadavg)"; sleep 5; done) >"$out/hostload.txt" &
-loadpid=$!
+hostload_start "$out/hostload.txt"
 VSRS_KDIR=$kdir "$top/tools/run-guest" --no-default-disks --cpus "$cpus" --rwdir "$out" --qemu "$q" \
 	-- "$out/guest.sh" "$out/guest.env" fio 2>"$out/guest-fio.log" >&2 || status=1
 kill "$loadpid" 2>/dev/null || true
@@ -412,23 +479,18 @@ rm -rf "$out/guest.sh" "$out/modules"
 accel=TCG
 grep -q 'accelerator: KVM' "$out/guest-fio.log" 2>/dev/null && accel=KVM
 cat >"$out/meta.env" <<EOT
-DATE=$(date +%Y-%m-%d)
 ACCEL=$accel
-QEMU=$(qemu-system-x86_64 --version | head -n1 | sed 's/^QEMU emulator version //')
 CPUS=$cpus
-KERNEL=$(basename "$kdir")
-GUEST_UNAME=$(head -n1 "$out/guest-info.txt" 2>/dev/null | cut -d' ' -f3)
 HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 ROUNDS=$rounds
 RUNTIME=$runtime
 RAMP=$ramp
 LUNS=$luns
-FIO=$(fio --version)
-MODULE_COMMIT=$(cd "$top" && git rev-parse --short HEAD)$(cd "$top" && git diff --quiet HEAD -- '*.rs' || echo -dirty)
 FIO_GUEST_SECONDS=$fio_s
 SCAN_GUEST_SECONDS=$scan_s
 SMOKE=$smoke
 EOT
+meta_common >>"$out/meta.env"
 
 # Debian's python3: python3-matplotlib is installed for it (not for a pyenv one).
 readme=()

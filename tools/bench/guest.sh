@@ -6,13 +6,19 @@
 #   guest.sh CONFIG trace  ftrace of each SCSI driver's submission and completion
 #   guest.sh CONFIG cost   instructions per I/O of each SCSI driver (-icount guest)
 #   guest.sh CONFIG profile  the same by function (the pcprof plugin's guest)
+#   guest.sh CONFIG scale-cost  bench.sh --scaling: instructions per I/O (pcprof guest)
+#   guest.sh CONFIG scale-iops  bench.sh --scaling: IOPS, the drivers in ABBA order
+#   guest.sh CONFIG scale-lock  bench.sh --scaling: /proc/lock_stat (debug kernel)
 #
 # CONFIG (written by bench.sh in the shared results directory) sets OUT,
 # ROUNDS, KO, POLLQ, RUNTIME, ISCSI (1: the fio matrix reads the iSCSI
 # disk), for scan LUNS, for cost COST_ROWS, COST_IOS and
-# COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST. Raw results
-# go to $OUT/raw/.
+# COST_SEED, for profile COST_ROWS, COST_IOS and PROFILE_GUEST, for the
+# scale-* modes SCALE_CONFIGS, SCALE_DISKS, SCALE_JOBS, SCALE_QD, SCALE_WARM,
+# SCALE_WINDOW and SCALE_SEED; MODDIR (default $OUT/modules) has the C
+# modules of the guest's kernel. Raw results go to $OUT/raw/.
 set -euo pipefail
+# shellcheck source=/dev/null # written by bench.sh
 . "${1:?CONFIG}"
 mode=${2:?fio or scan}
 raw=$OUT/raw
@@ -32,11 +38,12 @@ loaded() { grep -q "^$1 " /proc/modules; }
 # /lib/modules into the kernel build under /var/cache, which the guest does
 # not see), by path from the copies bench.sh put in $OUT/modules.
 load_c() { # MODULE [PARAM]
-	modprobe "$1" ${2:+"$2"} 2>/dev/null || insmod "$OUT/modules/$1.ko" ${2:+"$2"} 2>>"$OUT/progress.log"
+	modprobe "$1" ${2:+"$2"} 2>/dev/null || insmod "${MODDIR:-$OUT/modules}/$1.ko" ${2:+"$2"} 2>>"$OUT/progress.log"
 }
 
 load() { # DRIVER [POLL_QUEUES]
 	local pq=${2:-0}
+	# shellcheck disable=SC2046 # the parameter, or no word at all
 	case $1 in
 	c) load_c virtio_scsi $([ "$pq" -gt 0 ] && echo "virtscsi_poll_queues=$pq") ;;
 	rust) insmod "$KO" $([ "$pq" -gt 0 ] && echo "poll_queues=$pq") ;;
@@ -364,11 +371,186 @@ run_profile() {
 	return $status
 }
 
+# --- scaling: bench.sh --scaling ------------------------------------------------
+# The guest has a controller per QEMU configuration (num_queues,
+# virtqueue_size, LUNs), told apart by the model (scsi-hd product=) of their
+# disks. $SCALE_CONFIGS has a line "NAME MODEL LUNS" per point: fio drives
+# the first LUNS disks of the controller whose disks are MODEL, with
+# SCALE_JOBS jobs (one per vCPU, pinned) of 4k random reads at SCALE_QD,
+# each job over all those disks (fio's files in turn).
+
+# The host number of MODULE's controller whose LUN 0 is a MODEL.
+host_of_model() { # MODULE MODEL
+	local h m
+	for h in $(hosts_of "$1"); do
+		read -r m <"/sys/bus/scsi/devices/$h:0:0:0/model" 2>/dev/null && [ "$m" = "$2" ] && echo "$h" && return 0
+	done
+	return 1
+}
+
+# The first N disks of that controller, as fio's ':'-separated filename.
+scale_disks() { # MODULE MODEL N
+	local h l d disks=()
+	h=$(host_of_model "$1" "$2") || return 1
+	for l in $(seq 0 $(($3 - 1))); do
+		for d in /sys/bus/scsi/devices/"$h":0:0:"$l"/block/*; do
+			[ -e "$d" ] || return 1
+			disks+=("/dev/${d##*/}")
+		done
+	done
+	local IFS=:
+	echo "${disks[*]}"
+}
+
+# Reads completed so far on the disks of a filename list.
+disk_reads() { # FILES
+	local d n sum=0
+	for d in ${1//:/ }; do
+		read -r n _ <"/sys/block/${d#/dev/}/stat"
+		sum=$((sum + n))
+	done
+	echo "$sum"
+}
+
+reads_past() { [ "$(disk_reads "$1")" -ge "$2" ]; } # FILES N
+
+# Loads DRIVER and waits for all SCALE_DISKS disks, without an I/O scheduler.
+scale_load() { # DRIVER
+	local m d
+	m=$(module_of "$1")
+	load "$1" && wait_for 600 enough_disks "$m" "$SCALE_DISKS" || return 1
+	udevadm settle 2>/dev/null || true
+	for d in /sys/bus/scsi/devices/*/block/*; do
+		echo none >"$d/queue/scheduler" 2>/dev/null || true
+	done
+}
+
+# fio's options for a point on FILES, in the array scale_args (fio itself is
+# started by the caller: $! of a function in the background is a subshell).
+# gtod_reduce: no latency statistics, so none of fio's clock reads (under TCG
+# a system call and an HPET read each, more instructions than the driver's);
+# disk_util=0: fio's start looks each disk up in sysfs otherwise, minutes
+# under TCG for 256 disks.
+scale_opts() { # FILES
+	scale_args=(--name=scale --filename="$1" --direct=1 --rw=randread --bs=4k --ioengine=io_uring
+		--iodepth="$SCALE_QD" --numjobs="$SCALE_JOBS" --cpus_allowed="0-$((SCALE_JOBS - 1))"
+		--cpus_allowed_policy=split --group_reporting --norandommap --randrepeat=0 --size=1g
+		--gtod_reduce=1 --disk_util=0)
+}
+
+# Busy returns (queuecommand refused a command: the tracepoint
+# scsi:scsi_dispatch_cmd_error, any driver) from busy_start to busy_count:
+# the trace's count of entries written, whatever the buffer kept.
+busy_start() {
+	local t=/sys/kernel/tracing
+	mountpoint -q "$t" || mount -t tracefs none "$t"
+	echo 0 >"$t/tracing_on"
+	echo >"$t/trace"
+	echo 1 >"$t/events/scsi/scsi_dispatch_cmd_error/enable"
+	echo 1 >"$t/tracing_on"
+}
+
+busy_count() {
+	local t=/sys/kernel/tracing
+	echo 0 >"$t/events/scsi/scsi_dispatch_cmd_error/enable"
+	echo 0 >"$t/tracing_on"
+	sed -n 's|^# entries-in-buffer/entries-written: [0-9]*/\([0-9]*\).*|\1|p' "$t/trace"
+}
+
+# Each round's driver order (C first in odd rounds) and config order (seeded).
+scale_rounds() { # FUNCTION: FUNCTION ROUND DRIVER NAME FILES per config
+	local r d name model luns files status=0
+	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
+	for d in c rust; do unload "$d"; done
+	for r in $(seq 1 "$ROUNDS"); do
+		for d in $(abba "$r"); do
+			[ "$d" = blk ] && continue
+			scale_load "$d" || { log "$d: only $(scsi_disk_count "$(module_of "$d")") of $SCALE_DISKS disks"; status=1; unload "$d"; continue; }
+			while read -r name model luns; do
+				files=$(scale_disks "$(module_of "$d")" "$model" "$luns") || { log "$d $name: no disks"; status=1; continue; }
+				log "round $r $d $name"
+				"$1" "$r" "$d" "$name" "$files" || { log "$d $name: failed"; status=1; }
+			done < <(awk -v seed="$SCALE_SEED$r" 'BEGIN {srand(seed)} {print rand() "\t" $0}' "$SCALE_CONFIGS" |
+				sort -n | cut -f2-)
+			[ "$d" = rust ] && save_stats "$raw/scale-$MODE_TAG-r$r-rust.stats"
+			unload "$d" || { log "$d: rmmod failed"; status=1; }
+		done
+	done
+	return $status
+}
+
+# -icount guest with the pcprof plugin (bench.sh): fio runs until it has
+# read 1000 times and SCALE_WARM guest seconds more, then a window of SCALE_WINDOW between two syncs (the plugin counts
+# every kernel instruction of every vCPU in it), then is stopped. The host
+# takes the I/Os of the window from the plugin's counts too (calls of
+# scsi_finish_command). One JSON line per window, in window order.
+scale_cost_one() { # ROUND DRIVER NAME FILES
+	local pid busy ks
+	scale_opts "$4"
+	fio "${scale_args[@]}" --time_based --runtime=3600 --output=/dev/null >/dev/null &
+	pid=$!
+	# Until fio is past its start (opening 256 disks takes a while) and
+	# reading: 1000 reads, then SCALE_WARM more.
+	wait_for 600 reads_past "$4" $(($(disk_reads "$4") + 1000)) || { kill -TERM "$pid"; wait "$pid"; return 1; }
+	sleep "$SCALE_WARM"
+	busy_start
+	sync
+	sleep "$SCALE_WINDOW"
+	sync
+	busy=$(busy_count)
+	kill -TERM "$pid"
+	wait "$pid" || true
+	log "window $WINDOW: $busy busy"
+	ks=kallsyms-scale-$WINDOW.txt
+	grep '\[' /proc/kallsyms >"$raw/$ks"
+	printf '{"window": %d, "round": %d, "driver": "%s", "row": "%s", "ios": 0, "busy": %d, "kallsyms": "%s"}\n' \
+		"$WINDOW" "$1" "$2" "$3" "${busy:-0}" "$ks" >>"$raw/profile-scaling.jsonl"
+	WINDOW=$((WINDOW + 1))
+}
+
+# A normal TCG guest: fio's IOPS, the busy returns over all its reads.
+scale_iops_one() { # ROUND DRIVER NAME FILES
+	local js=scale-iops-r$1-$2-$3.json n0 busy
+	n0=$(disk_reads "$4")
+	scale_opts "$4"
+	busy_start
+	fio "${scale_args[@]}" --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
+		--output-format=json --output="$raw/$js" >/dev/null || return 1
+	busy=$(busy_count)
+	printf '{"round": %d, "driver": "%s", "config": "%s", "fio": "%s", "busy": %d, "reads": %d}\n' \
+		"$1" "$2" "$3" "$js" "${busy:-0}" $(($(disk_reads "$4") - n0)) >>"$raw/scale-iops.jsonl"
+}
+
+# The debug kernel: /proc/lock_stat over one fio run, cleared before it. Kept:
+# the most contended classes (the file's order) and the queue locks' blocks.
+scale_lock_one() { # ROUND DRIVER NAME FILES
+	local f=$raw/lockstat-$2-$3.txt
+	echo 0 >/proc/lock_stat
+	scale_opts "$4"
+	echo 1 >/proc/sys/kernel/lock_stat
+	fio "${scale_args[@]}" --time_based --runtime="$RUNTIME" --output-format=json \
+		--output="$raw/lockstat-$2-$3.json" >/dev/null || return 1
+	echo 0 >/proc/sys/kernel/lock_stat
+	{ head -n 120 /proc/lock_stat; echo "== queue locks"
+		grep -A 12 -E '(vq_lock|vsrs_request_vq):' /proc/lock_stat; } >"$f" || true
+}
+
+run_scale() { # cost|iops|lock
+	MODE_TAG=$1 WINDOW=0
+	case $1 in
+	cost) scale_rounds scale_cost_one ;;
+	iops) scale_rounds scale_iops_one ;;
+	lock) [ -e /proc/lock_stat ] || { log "no /proc/lock_stat (CONFIG_LOCK_STAT)"; return 1; }
+		scale_rounds scale_lock_one ;;
+	esac
+}
+
 case $mode in
+scale-cost | scale-iops | scale-lock) run_scale "${mode#scale-}" ;;
 fio) run_fio ;;
 cost) run_cost ;;
 profile) run_profile ;;
 scan) run_scan ;;
 trace) run_trace ;;
-*) echo "guest.sh: mode must be fio, scan, trace, cost or profile" >&2; exit 2 ;;
+*) echo "guest.sh: mode must be fio, scan, trace, cost, profile or scale-cost|iops|lock" >&2; exit 2 ;;
 esac

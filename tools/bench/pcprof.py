@@ -130,4 +130,5 @@ def main():
         print(f"| **all kernel code** | {tc:,.1f} | {tr:,.1f} | {tr - tc:+,.1f} | | |\n")
 
 
-main()
+if __name__ == "__main__":
+    main()
