@@ -22,7 +22,7 @@ use kernel::{
     error::to_result,
     ffi::c_int,
     prelude::*,
-    sync::{aref::ARef, new_condvar, new_mutex, new_spinlock, Arc, CondVar, Mutex, SpinLock},
+    sync::{aref::ARef, new_condvar, new_mutex, new_spinlock, rcu, Arc, CondVar, Mutex, SpinLock},
     types::{ForeignOwnable, Opaque},
 };
 
@@ -275,9 +275,13 @@ impl VqSet {
     /// and once this returns no virtqueue callback runs (on every transport:
     /// the callbacks are synchronised too). The proof lets the queues give
     /// back what they still hold ([`Virtqueue::detach_unused`]).
+    /// Kicks prepared before the call (inside RCU read-side sections) have
+    /// notified the device before it is reset.
     pub(crate) fn reset(&self) -> Reset<'_> {
-        // SAFETY: The device is live (the handle in `dev`).
+        // SAFETY: The device is live (the handle in `dev`); this runs in
+        // process context (it resets the device, which may sleep).
         unsafe {
+            bindings::synchronize_rcu();
             bindings::virtio_reset_device(self.dev.vdev.as_ptr());
             bindings::vsrs_virtio_synchronize_cbs(self.dev.vdev.as_ptr());
         }
@@ -288,13 +292,16 @@ impl VqSet {
 impl Drop for VqSet {
     fn drop(&mut self) {
         if self.created.load(Ordering::Acquire) {
-            // No handle is left (this is the last reference); after the reset
-            // the device no longer uses the queues, so deleting them frees
-            // nothing in use.
+            // No handle is left (this is the last reference); once the
+            // kicks of the queues' RCU read-side sections are done (the grace
+            // period) and the device is reset, nothing uses the queues, so
+            // deleting them frees nothing in use.
             // SAFETY: The device is live, still bound to the driver that made
             // the set (unbinding waits for the handle, dropped after this),
-            // and has these queues (type invariant).
+            // and has these queues (type invariant); the drop runs in process
+            // context, as deleting the queues needs.
             unsafe {
+                bindings::synchronize_rcu();
                 bindings::virtio_reset_device(self.dev.vdev.as_ptr());
                 bindings::vsrs_virtio_del_vqs(self.dev.vdev.as_ptr());
             }
@@ -437,11 +444,19 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
         NonNull::new(token).map(|t| unsafe { Tok::from_raw(t) })
     }
 
-    /// Whether the device must be notified of added buffers; the [`Kick`]
-    /// does it while `self` is still borrowed, so under the driver's lock.
-    pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'_, Tok>> {
+    /// Whether the device must be notified of added buffers. The [`Kick`]
+    /// does not borrow `self`: it can notify after the driver's lock is let
+    /// go (the notification, a trap to the hypervisor, then holds no lock),
+    /// as long as the RCU read-side section `rcu` lasts.
+    pub(crate) fn kick_prepare<'r>(&mut self, _rcu: &'r rcu::Guard) -> Option<Kick<'r>> {
         // SAFETY: As in `get_buf`.
-        unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) }.then_some(Kick(self))
+        let needed = unsafe { bindings::virtqueue_kick_prepare(self.as_raw()) };
+        // INVARIANT: The queue is live (`self` holds its set) and the
+        // read-side section `'r` began before this point.
+        needed.then_some(Kick {
+            vq: self.vq,
+            _rcu: PhantomData,
+        })
     }
 
     /// Stops interrupts for used buffers (a hint to the device).
@@ -458,15 +473,27 @@ impl<Tok: dma::Owned> Virtqueue<Tok> {
     }
 }
 
-/// A pending notification of a virtqueue's device; it borrows the queue, so
-/// it cannot outlive it (nor the lock the queue is in).
-pub(crate) struct Kick<'a, Tok: dma::Owned>(&'a mut Virtqueue<Tok>);
+/// A pending notification of a virtqueue's device, for the RCU read-side
+/// section it was prepared in (it borrows that section's guard, which stays
+/// on its task).
+///
+/// # Invariants
+///
+/// `vq` was a live queue of a [`VqSet`] when the kick was made, inside the
+/// read-side section `'r`. The set's drop waits for an RCU grace period
+/// before deleting its queues, and [`VqSet::reset`] before resetting the
+/// device, so until `'r` ends the queue stays live and the device is not
+/// reset under the notification.
+pub(crate) struct Kick<'r> {
+    vq: NonNull<bindings::virtqueue>,
+    _rcu: PhantomData<&'r rcu::Guard>,
+}
 
-impl<Tok: dma::Owned> Kick<'_, Tok> {
+impl Kick<'_> {
     /// Notifies the device; `false` when the queue is broken.
     pub(crate) fn notify(self) -> bool {
-        // SAFETY: The queue is live: it is borrowed for the kick's lifetime.
-        unsafe { bindings::virtqueue_notify(self.0.as_raw()) }
+        // SAFETY: The queue is live (type invariant).
+        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
     }
 }
 
@@ -1145,7 +1172,7 @@ impl SlotQueue {
             )
         })?;
         self.busy |= 1 << i;
-        if let Some(kick) = self.vq.kick_prepare() {
+        if let Some(kick) = self.vq.kick_prepare(&rcu::read_lock()) {
             kick.notify();
         }
         Ok(())

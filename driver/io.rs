@@ -16,7 +16,10 @@ use crate::{
     virtio::{NewQueue, Reset, Virtqueue},
 };
 use core::sync::atomic::Ordering::Relaxed;
-use kernel::{prelude::*, sync::lock::Lock};
+use kernel::{
+    prelude::*,
+    sync::{lock::Lock, rcu},
+};
 
 /// The driver's part of every command: the request header the device reads
 /// and the response it writes.
@@ -254,10 +257,18 @@ impl Shared {
         }
         let (cmd, e) = match vq.add(cmd, |c, s| describe(c, s, req_len)) {
             Ok(()) => {
+                // The device is notified once the lock is let go, as the C
+                // driver does: a notification traps to the hypervisor, which
+                // should not hold up the queue's completions.
                 if last {
-                    if let Some(kick) = vq.kick_prepare() {
+                    let rcu = rcu::read_lock();
+                    let kick = vq.kick_prepare(&rcu);
+                    drop(g);
+                    if let Some(kick) = kick {
                         kick.notify();
                     }
+                } else {
+                    drop(g);
                 }
                 q.stats.submitted.fetch_add(1, Relaxed);
                 return Ok(());
@@ -317,8 +328,11 @@ impl Shared {
     /// `commit_rqs`: notifies the device of what was queued without a kick.
     pub(super) fn commit_rqs(&self, hwq: u16) {
         if let Some(q) = self.queues.get(usize::from(hwq)) {
+            let rcu = rcu::read_lock();
             let mut g = q.state.lock();
-            if let Some(kick) = g.vq.as_mut().and_then(|v| v.kick_prepare()) {
+            let kick = g.vq.as_mut().and_then(|v| v.kick_prepare(&rcu));
+            drop(g);
+            if let Some(kick) = kick {
                 kick.notify();
             }
         }
@@ -398,7 +412,9 @@ impl Shared {
     /// The device is about to be reset: no command goes to its queues from
     /// now on (each is answered device-busy), and none is completed until
     /// [`Shared::take_back_all`]. The queue lock orders this after every
-    /// submission under way, so the device is never notified once reset.
+    /// submission under way, and the device's reset waits for the kicks
+    /// they prepared ([`crate::virtio::VqSet::reset`]), so the device is
+    /// never notified once reset.
     pub(super) fn park_all(&self) {
         for q in self.queues.iter() {
             let mut g = q.state.lock();
