@@ -61,66 +61,72 @@ fn c_layout(caller: &str) -> HashMap<String, usize> {
         .collect()
 }
 
+/// Each of `ours` (a probe line's name, our value) is what the C compiler says.
+fn expect(c: &HashMap<String, usize>, ours: &[(&str, usize)]) {
+    for &(name, value) in ours {
+        assert_eq!(c[name], value, "{name}");
+    }
+}
+
 #[test]
 fn wire_sizes_match_uapi() {
-    let c = c_layout("sizes");
-    for (name, ours) in [
-        ("virtio_scsi_cmd_req", wire::CMD_REQ_SIZE),
-        ("virtio_scsi_cmd_req_pi", wire::CMD_REQ_PI_SIZE),
-        ("virtio_scsi_cmd_resp", wire::CMD_RESP_SIZE),
-        ("virtio_scsi_ctrl_tmf_req", wire::CTRL_TMF_REQ_SIZE),
-        ("virtio_scsi_ctrl_tmf_resp", wire::CTRL_TMF_RESP_SIZE),
-        ("virtio_scsi_ctrl_an_req", wire::CTRL_AN_REQ_SIZE),
-        ("virtio_scsi_ctrl_an_resp", wire::CTRL_AN_RESP_SIZE),
-        ("virtio_scsi_event", wire::EVENT_SIZE),
-        ("virtio_scsi_config", wire::CONFIG_SIZE),
-        ("VIRTIO_SCSI_CDB_SIZE", wire::CDB_SIZE),
-        ("VIRTIO_SCSI_SENSE_SIZE", wire::SENSE_SIZE),
-    ] {
-        assert_eq!(c[name], ours, "{name}");
-    }
+    expect(
+        &c_layout("sizes"),
+        &[
+            ("virtio_scsi_cmd_req", wire::CMD_REQ_SIZE),
+            ("virtio_scsi_cmd_req_pi", wire::CMD_REQ_PI_SIZE),
+            ("virtio_scsi_cmd_resp", wire::CMD_RESP_SIZE),
+            ("virtio_scsi_ctrl_tmf_req", wire::CTRL_TMF_REQ_SIZE),
+            ("virtio_scsi_ctrl_tmf_resp", wire::CTRL_TMF_RESP_SIZE),
+            ("virtio_scsi_ctrl_an_req", wire::CTRL_AN_REQ_SIZE),
+            ("virtio_scsi_ctrl_an_resp", wire::CTRL_AN_RESP_SIZE),
+            ("virtio_scsi_event", wire::EVENT_SIZE),
+            ("virtio_scsi_config", wire::CONFIG_SIZE),
+            ("VIRTIO_SCSI_CDB_SIZE", wire::CDB_SIZE),
+            ("VIRTIO_SCSI_SENSE_SIZE", wire::SENSE_SIZE),
+        ],
+    );
 }
 
 #[test]
 fn config_offsets_match_uapi() {
-    let c = c_layout("offsets");
-    for (field, ours) in [
-        ("num_queues", offset::NUM_QUEUES),
-        ("seg_max", offset::SEG_MAX),
-        ("max_sectors", offset::MAX_SECTORS),
-        ("cmd_per_lun", offset::CMD_PER_LUN),
-        ("event_info_size", offset::EVENT_INFO_SIZE),
-        ("sense_size", offset::SENSE_SIZE),
-        ("cdb_size", offset::CDB_SIZE),
-        ("max_channel", offset::MAX_CHANNEL),
-        ("max_target", offset::MAX_TARGET),
-        ("max_lun", offset::MAX_LUN),
-    ] {
-        assert_eq!(
-            c[&std::format!("virtio_scsi_config.{field}")],
-            ours,
-            "{field}"
-        );
-    }
+    expect(
+        &c_layout("offsets"),
+        &[
+            ("virtio_scsi_config.num_queues", offset::NUM_QUEUES),
+            ("virtio_scsi_config.seg_max", offset::SEG_MAX),
+            ("virtio_scsi_config.max_sectors", offset::MAX_SECTORS),
+            ("virtio_scsi_config.cmd_per_lun", offset::CMD_PER_LUN),
+            (
+                "virtio_scsi_config.event_info_size",
+                offset::EVENT_INFO_SIZE,
+            ),
+            ("virtio_scsi_config.sense_size", offset::SENSE_SIZE),
+            ("virtio_scsi_config.cdb_size", offset::CDB_SIZE),
+            ("virtio_scsi_config.max_channel", offset::MAX_CHANNEL),
+            ("virtio_scsi_config.max_target", offset::MAX_TARGET),
+            ("virtio_scsi_config.max_lun", offset::MAX_LUN),
+        ],
+    );
 }
 
 #[test]
 fn request_offsets_match_uapi() {
-    let c = c_layout("request");
-    for (field, ours) in [
-        ("virtio_scsi_cmd_req.lun", req::LUN),
-        ("virtio_scsi_cmd_req.tag", req::TAG),
-        ("virtio_scsi_cmd_req.task_attr", req::TASK_ATTR),
-        ("virtio_scsi_cmd_req.prio", req::TASK_ATTR + 1),
-        ("virtio_scsi_cmd_req.crn", req::TASK_ATTR + 2),
-        ("virtio_scsi_cmd_req.cdb", req::CDB),
-        ("virtio_scsi_cmd_req_pi.lun", req::LUN),
-        ("virtio_scsi_cmd_req_pi.tag", req::TAG),
-        ("virtio_scsi_cmd_req_pi.task_attr", req::TASK_ATTR),
-        ("virtio_scsi_cmd_req_pi.pi_bytesout", req::PI_BYTESOUT),
-        ("virtio_scsi_cmd_req_pi.pi_bytesin", req::PI_BYTESIN),
-        ("virtio_scsi_cmd_req_pi.cdb", req::CDB_PI),
-    ] {
-        assert_eq!(c[field], ours, "{field}");
-    }
+    expect(
+        &c_layout("request"),
+        &[
+            ("virtio_scsi_cmd_req.lun", req::LUN),
+            ("virtio_scsi_cmd_req.tag", req::TAG),
+            ("virtio_scsi_cmd_req.task_attr", req::TASK_ATTR),
+            ("virtio_scsi_cmd_req.prio", req::TASK_ATTR + 1),
+            ("virtio_scsi_cmd_req.crn", req::TASK_ATTR + 2),
+            ("virtio_scsi_cmd_req.cdb", req::CDB),
+            ("virtio_scsi_cmd_req_pi.lun", req::LUN),
+            ("virtio_scsi_cmd_req_pi.tag", req::TAG),
+            ("virtio_scsi_cmd_req_pi.task_attr", req::TASK_ATTR),
+            ("virtio_scsi_cmd_req_pi.pi_bytesout", req::PI_BYTESOUT),
+            ("virtio_scsi_cmd_req_pi.pi_bytesin", req::PI_BYTESIN),
+            ("virtio_scsi_cmd_req_pi.cdb", req::CDB_PI),
+        ],
+    );
 }
