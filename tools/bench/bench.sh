@@ -67,8 +67,10 @@
 # - the debug kernel (CONFIG_LOCK_STAT; built on first use, 20-35 min):
 #   /proc/lock_stat over a run of --runtime S at num_queues 1 and 4, one
 #   round (--no-lockstat leaves it out).
-# --quick: 2 rounds of 1 s (ramp 0) and the shorter window. About 35 min
-# in all (10 with --quick) once the kernels are built. Output in
+# --quick: 2 rounds of 1 s (ramp 0) and the shorter window. Each driver
+# load scans the 256-LUN controller (minutes under TCG): 66 min with
+# --rounds 2 at a host load of 9 (2026-12-06), once the kernels are built.
+# Output in
 # bench/results/<date>-scaling/: raw/ (the plugin's counts, jsonl of the
 # windows and fio runs, fio JSON, lock_stat excerpts), scaling.md (tables),
 # scaling.png (curves, C beside Rust); tools/bench/scaling_report.py.

@@ -5,7 +5,7 @@
 
 OUT is a make bench --profile results directory: raw/profile-G.jsonl (a line
 per window: driver, row, I/Os, the file of the modules' symbols then) and
-raw/pcprof-G.txt (the plugin's "WINDOW ADDRESS COUNT" lines) for each guest
+raw/pcprof-G.txt or .txt.xz (the plugin's "WINDOW ADDRESS COUNT" lines) for each guest
 G. Each address is the function whose symbol (System.map for the kernel, the
 window's /proc/kallsyms lines for modules) is the last at or below it. For
 each row: every function that ran at least once per 100 I/Os with either
@@ -21,6 +21,7 @@ driver.
 import bisect
 import collections
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def load(out):
         g = name[len("profile-"):-len(".jsonl")]
         ws = [Window(json.loads(line)) for line in open(os.path.join(out, "raw", name))]
         counts = os.path.join(out, "raw", f"pcprof-{g}.txt")
-        for line in open(counts):
+        # Committed results keep it xz-compressed.
+        lines = open(counts) if os.path.exists(counts) else lzma.open(counts + ".xz", "rt")
+        for line in lines:
             w, pc, n = line.split()
             w = int(w)
             if w >= len(ws):

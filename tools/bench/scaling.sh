@@ -154,4 +154,6 @@ EOT
 	meta_common
 } >"$out/meta.env"
 /usr/bin/python3 "$here/scaling_report.py" "$out" "$kdir/System.map" || status=1
+# The plugin's counts, 60 MB, as results keep them (pcprof.py reads either).
+xz -f -T2 "$out/raw/pcprof-scaling.txt" || status=1
 say "tables: $out/scaling.md; curves: $out/scaling.png"

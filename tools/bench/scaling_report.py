@@ -39,6 +39,8 @@ AXES = {"luns": "LUNs driven at once", "num_queues": "num_queues (4 vCPUs)",
 QUEUE_LOCK = {"c": "&virtscsi_vq->vq_lock", "rust": "vsrs_request_vq"}
 SPIN = "queued_spin_lock_slowpath"
 DONE = "scsi_finish_command"
+IRQ = "vring_interrupt"
+SWITCH = "__schedule"
 # "  name:  con-bounces contentions wait-min wait-max wait-total wait-avg
 #   acq-bounces acquisitions hold-min hold-max hold-total hold-avg"
 LOCK_LINE = re.compile(r"^\s*(\S.*?):\s+((?:[\d.]+\s+){11}[\d.]+)\s*$")
@@ -59,8 +61,12 @@ def cost(out, sysmap):
         ios = calls[DONE]
         if not ios:
             continue
+        module = {f[2] for f in (line.split() for line in open(os.path.join(out, "raw", w.kallsyms)))
+                  if len(f) >= 4 and f[3] in ("[virtio_scsi]", "[virtio_scsi_rs]")}
         by[(meta["row"], meta["driver"])].append({
             "insns": sum(funcs.values()) / ios, "spin": funcs[SPIN] / ios,
+            "driver": sum(n for f, n in funcs.items() if f in module) / ios,
+            "irqs": calls[IRQ] / ios, "switches": calls[SWITCH] / ios,
             "busy": meta["busy"] * 1000 / ios, "ios": ios, "round": meta["round"]})
     return by
 
@@ -104,12 +110,13 @@ def spread(runs, key):
 
 
 def cost_table(pts, by):
-    lines = ["| axis | value | instructions/IO C | Rust | Rust/C [range] | spinning/IO C | Rust "
-             "| busy/1000 IO C | Rust |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| axis | value | instructions/IO C | Rust | Rust/C [range] | driver module/IO C | Rust "
+             "| spinning/IO C | Rust | interrupts/IO C | Rust | context switches/IO C | Rust "
+             "| busy/1000 IO C | Rust |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for axis, value, cfg in pts:
         c, r = by.get((cfg, "c"), []), by.get((cfg, "rust"), [])
         if not c or not r:
-            lines.append(f"| {axis} | {value} | – | – | – | – | – | – | – |")
+            lines.append(f"| {axis} | {value} |" + " – |" * 13)
             continue
         rc = {x["round"]: x["insns"] for x in c}
         ratios = [x["insns"] / rc[x["round"]] for x in r if x["round"] in rc]
@@ -117,7 +124,9 @@ def cost_table(pts, by):
         lines.append(
             f"| {axis} | {value} | {med(c, 'insns'):,.0f} ±{spread(c, 'insns'):.1f}% "
             f"| {med(r, 'insns'):,.0f} ±{spread(r, 'insns'):.1f}% | {med(r, 'insns') / med(c, 'insns'):.3f}{rng} "
-            f"| {med(c, 'spin'):,.1f} | {med(r, 'spin'):,.1f} | {med(c, 'busy'):.2f} | {med(r, 'busy'):.2f} |")
+            f"| {med(c, 'driver'):,.0f} | {med(r, 'driver'):,.0f} | {med(c, 'spin'):,.1f} | {med(r, 'spin'):,.1f} "
+            f"| {med(c, 'irqs'):.3f} | {med(r, 'irqs'):.3f} | {med(c, 'switches'):.2f} | {med(r, 'switches'):.2f} "
+            f"| {med(c, 'busy'):.2f} | {med(r, 'busy'):.2f} |")
     return lines
 
 
@@ -175,30 +184,35 @@ def plot(pts, cost_by, iops_by, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11), squeeze=False)
     for col, axis in enumerate(AXES):
         ps = [(v, cfg) for a, v, cfg in pts if a == axis]
         xs = [v for v, _ in ps]
-        top, bottom = axes[0][col], axes[1][col]
+        top, mid, bottom = axes[0][col], axes[1][col], axes[2][col]
         for d in DRIVERS:
             runs = [cost_by.get((cfg, d), []) for _, cfg in ps]
             if all(runs):
                 top.plot(xs, [med(r, "insns") for r in runs], "-o", color=COLOUR[d], label=f"{LABEL[d]} all")
                 top.plot(xs, [med(r, "spin") for r in runs], ":s", color=COLOUR[d], ms=3,
                          label=f"{LABEL[d]} spinning")
+                mid.plot(xs, [med(r, "switches") for r in runs], "-o", color=COLOUR[d],
+                         label=f"{LABEL[d]} context switches")
+                mid.plot(xs, [med(r, "irqs") for r in runs], "--^", color=COLOUR[d], label=f"{LABEL[d]} interrupts")
             samples = [[x["iops"] for x in iops_by.get((cfg, d), {}).values()] for _, cfg in ps]
             if all(samples):
                 ys = [statistics.fmean(s) for s in samples]
                 err = [statistics.stdev(s) if len(s) > 1 else 0 for s in samples]
                 bottom.errorbar(xs, ys, yerr=err, fmt="-o", color=COLOUR[d], capsize=3, label=LABEL[d])
-        for ax in (top, bottom):
+        for ax in (top, mid, bottom):
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])
             ax.set_xlabel(AXES[axis])
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         top.set_ylabel("kernel instructions per I/O (-icount)")
+        mid.set_ylabel("per I/O (-icount)")
         bottom.set_ylabel("IOPS (TCG, mean ± sd over rounds)")
     fig.suptitle("4k randread, 4 fio jobs x iodepth 32, 4 vCPUs: C virtio_scsi and virtio_scsi_rs")
     fig.tight_layout()
@@ -220,11 +234,20 @@ def main(out, sysmap):
     body = [f"## Kernel instructions per I/O (-icount {env.get('ICOUNT', '?')}, all vCPUs, windows of "
             f"{env.get('WINDOW', '?')} guest s, {env.get('COST_ROUNDS', '?')} rounds; median ± largest deviation)", ""]
     body += cost_table(pts, cost_by)
-    body += ["", "Spinning: instructions in queued_spin_lock_slowpath per I/O (any contended spin lock). "
-             "Busy: queuecommand returned busy (scsi:scsi_dispatch_cmd_error) per 1000 I/Os.", "",
-             f"## IOPS (TCG, {env.get('ROUNDS', '?')} rounds of {env.get('RUNTIME', '?')} s after "
+    body += ["", "Driver module: instructions in virtio_scsi's or virtio_scsi_rs's own functions. Spinning: in "
+             "queued_spin_lock_slowpath (any contended spin lock). Interrupts: calls of vring_interrupt; context "
+             "switches: of __schedule (both per I/O; a window with more of them went idle more often, which "
+             "depends on how the host's iothread kept up, not only on the driver). Busy: queuecommand returned "
+             "busy (scsi:scsi_dispatch_cmd_error) per 1000 I/Os.", "",
+             f"## IOPS (TCG, {len({r for v in iops_by.values() for r in v})} rounds of {env.get('RUNTIME', '?')} s after "
              f"{env.get('RAMP', '?')} s, ABBA)", ""]
     body += iops_table(pts, iops_by)
+    load_path = os.path.join(out, "hostload.txt")
+    if os.path.exists(load_path):
+        load = [float(line.split()[1]) for line in open(load_path) if line.strip()]
+        if load:
+            body += ["", f"Host 1-minute load during the IOPS guest (hostload.txt): mean {statistics.fmean(load):.1f}, "
+                     f"{min(load):.1f} to {max(load):.1f}."]
     body += ["", "Bold: Rust/C significantly above 1.00 after Holm's correction over the 7 configurations; "
              "\"below\": significantly below. The points luns 1 / num_queues 4 and num_queues 1 / "
              "virtqueue_size 256 are the same configuration, measured once."]
