@@ -20,7 +20,8 @@
 # written to a temporary directory unless --out is given.
 #
 # VSRS_KDIR=DIR uses that kernel build instead of the cached one; VSRS_BENCH_KO
-# a module already built against it.
+# a module already built against it (VSRS_DEBUG_KO: against the debug
+# kernel, for --scaling's lock statistics).
 #
 # --trace runs, instead of the fio matrix and the scan, one guest that traces
 # each SCSI driver's submission and completion entry points with ftrace
