@@ -13,13 +13,11 @@ guest stack per I/O as the submitting task sees it, without fio's own start
 and exit (completions that interrupt an idle CPU are not in it).
 
 trace: the function_graph trace (set_ftrace_filter holding scsi_queue_rq,
-scsi_mq_poll, vring_interrupt, scsi_done and scsi_complete, and the
-interrupt handlers __common_interrupt, __sysvec_apic_timer_interrupt and
-irq_exit_rcu, which runs the soft interrupts; funcgraph-tail on) gives per
-call of each function its own cost: its duration minus the traced calls
-nested in it. A submission (scsi_queue_rq) then excludes interrupts that
-arrived during it, their soft interrupts and the completions they ran (only
-the entry code around the handlers stays in); a completion pass (vring_interrupt, scsi_mq_poll)
+scsi_mq_poll, vring_interrupt, scsi_done and scsi_complete, funcgraph-tail
+on) gives per call of each function its own cost: its duration minus the
+traced calls nested in it. A submission (scsi_queue_rq) then excludes
+interrupts that arrived during it and the completions (scsi_complete) their
+soft interrupts ran; a completion pass (vring_interrupt, scsi_mq_poll)
 excludes scsi_done, the midlayer's and block layer's part of each command,
 the same code for every driver. What is left is the driver, the virtio core
 and the midlayer's submission work. Completion passes that completed no

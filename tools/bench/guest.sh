@@ -304,11 +304,7 @@ cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
 	row_fio "$name" "$@" --number_ios=$((COST_IOS / 4)) --output=/dev/null >/dev/null || return 1
 	js=fio-r$r-$d-$name.json
 	row_fio "$name" "$@" --number_ios=$((10 * COST_IOS)) --output-format=json --output="$raw/$js" >/dev/null || return 1
-	# The interrupts' own handlers too (device, timer, and the soft
-	# interrupts run on their exit): one that lands inside a submission is
-	# then taken out of its count, wherever it lands (cost.py).
-	graph_start scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete \
-		__common_interrupt __sysvec_apic_timer_interrupt irq_exit_rcu || return 1
+	graph_start scsi_queue_rq scsi_mq_poll vring_interrupt scsi_done scsi_complete || return 1
 	row_fio "$name" "$@" --number_ios="$COST_IOS" --output=/dev/null >/dev/null || return 1
 	echo 0 >"$t/tracing_on"
 	grep -q 'LOST' "$t/trace" && { log "$d $name: trace events lost"; return 1; }
