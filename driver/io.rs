@@ -7,7 +7,7 @@
 use super::{stats::QueueStats, Ops, Shared, Show};
 use crate::{
     dma::{DmaBytes, Sgs},
-    irqlock::IrqSpinLock,
+    irqlock::{IrqSaveBackend, IrqSpinLock},
     protocol::{
         cmd::{self, host_byte, Outcome, PiBytes, TaskAttr},
         wire,
@@ -18,7 +18,10 @@ use crate::{
 use core::sync::atomic::Ordering::Relaxed;
 use kernel::{
     prelude::*,
-    sync::{lock::Lock, rcu},
+    sync::{
+        lock::{Guard, Lock},
+        rcu,
+    },
 };
 
 /// The driver's part of every command: the request header the device reads
@@ -101,6 +104,20 @@ fn complete_with_sense(cmd: Cmd, result: u32, resid: u32, sense_len: usize) {
         None => 0,
     };
     cmd.complete(result, resid, &sense[..n]);
+}
+
+/// Lets go of the queue lock `g`, then notifies the device of what was
+/// added under it, if the device needs that: a notification traps to the
+/// hypervisor, which should not hold up the queue's completions (the C
+/// driver notifies after its unlock too). The RCU read-side section keeps
+/// the queue alive meanwhile.
+fn unlock_and_kick(mut g: Guard<'_, ReqState, IrqSaveBackend>) {
+    let rcu = rcu::read_lock();
+    let kick = g.vq.as_mut().and_then(|vq| vq.kick_prepare(&rcu));
+    drop(g);
+    if let Some(kick) = kick {
+        kick.notify();
+    }
 }
 
 /// One request virtqueue and its lock (taken with interrupts off: the
@@ -257,16 +274,8 @@ impl Shared {
         }
         let (cmd, e) = match vq.add(cmd, |c, s| describe(c, s, req_len)) {
             Ok(()) => {
-                // The device is notified once the lock is let go, as the C
-                // driver does: a notification traps to the hypervisor, which
-                // should not hold up the queue's completions.
                 if last {
-                    let rcu = rcu::read_lock();
-                    let kick = vq.kick_prepare(&rcu);
-                    drop(g);
-                    if let Some(kick) = kick {
-                        kick.notify();
-                    }
+                    unlock_and_kick(g);
                 } else {
                     drop(g);
                 }
@@ -328,13 +337,7 @@ impl Shared {
     /// `commit_rqs`: notifies the device of what was queued without a kick.
     pub(super) fn commit_rqs(&self, hwq: u16) {
         if let Some(q) = self.queues.get(usize::from(hwq)) {
-            let rcu = rcu::read_lock();
-            let mut g = q.state.lock();
-            let kick = g.vq.as_mut().and_then(|v| v.kick_prepare(&rcu));
-            drop(g);
-            if let Some(kick) = kick {
-                kick.notify();
-            }
+            unlock_and_kick(q.state.lock());
         }
     }
 
