@@ -69,10 +69,9 @@ impl<const N: usize> DmaBytes<N> {
         if OFF % 8 == 0 && M % 8 == 0 {
             for (i, w) in bytes.chunks_exact(8).enumerate() {
                 let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                // SAFETY: Bytes `OFF + 8 * i .. OFF + 8 * i + 8` lie inside
-                // the array `&self` points to (`OFF + M <= N`), at a multiple
-                // of 8 from its start, which is aligned to 8 (the type's
-                // `align`); one volatile store.
+                // SAFETY: The 8 bytes at `OFF + 8 * i` lie in the array `&self`
+                // points to (`OFF + M <= N`), a multiple of 8 from its start,
+                // which is aligned to 8 (the type's `align`); one volatile store.
                 unsafe { base.add(OFF + 8 * i).cast::<u64>().write_volatile(w) };
             }
         } else if M < 8 {

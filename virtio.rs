@@ -295,11 +295,11 @@ impl Drop for VqSet {
             // No handle is left (this is the last reference); once the
             // kicks of the queues' RCU read-side sections are done (the grace
             // period) and the device is reset, nothing uses the queues, so
-            // deleting them frees nothing in use.
-            // SAFETY: The device is live, still bound to the driver that made
-            // the set (unbinding waits for the handle, dropped after this),
-            // and has these queues (type invariant); the drop runs in process
-            // context, as deleting the queues needs.
+            // deleting them frees nothing in use. Like the deletion, the
+            // grace period needs process context, which a drop here has.
+            // SAFETY: The device is live, bound to the driver that made the
+            // set (unbinding waits for the handle, dropped after this), and
+            // has these queues (type invariant): see above.
             unsafe {
                 bindings::synchronize_rcu();
                 bindings::virtio_reset_device(self.dev.vdev.as_ptr());
