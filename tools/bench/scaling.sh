@@ -93,11 +93,11 @@ rm -f "$out/raw/scale-iops.jsonl"
 # QEMU's hands is their 30 s timeout: aborts, then resets (and QEMU 7.2's
 # iothread TMFs assert in blk_drain). The plugin counts instructions
 # either way.
-icount=shift=0,sleep=on
+icount=shift=0,sleep=on cost_rounds=2
 start=$(date +%s)
 pcprof_build
-say "scaling, instructions: -icount guest, 2 rounds of 7 points per driver, windows of $window guest s"
-scale_env cost "$out/modules/virtio_scsi_rs.ko" "$out/modules" "$out/scale-configs.txt" 2 "$window"
+say "scaling, instructions: -icount guest, $cost_rounds rounds of 7 points per driver, windows of $window guest s"
+scale_env cost "$out/modules/virtio_scsi_rs.ko" "$out/modules" "$out/scale-configs.txt" "$cost_rounds" "$window"
 run_scale_guest cost "$kdir" --append nokaslr \
 	--qemu "-icount $icount -plugin file=$out/pcprof.so,marker=0x$marker,out=$out/raw/pcprof-scaling.txt $q"
 rm -f "$out/pcprof.so"
@@ -138,7 +138,7 @@ rm -rf "$out/guest.sh" "$out/modules" "$out/modules-debug"
 CPUS=$scale_cpus
 ICOUNT=$icount
 ROUNDS=$rounds
-COST_ROUNDS=2
+COST_ROUNDS=$cost_rounds
 WINDOW=$window
 RUNTIME=$runtime
 RAMP=$ramp
