@@ -15,9 +15,14 @@ and exit (completions that interrupt an idle CPU are not in it).
 trace: the function_graph trace (set_ftrace_filter holding scsi_queue_rq,
 scsi_mq_poll, vring_interrupt, scsi_done and scsi_complete, funcgraph-tail
 on) gives per call of each function its own cost: its duration minus the
-traced calls nested in it. A submission (scsi_queue_rq) then excludes
-interrupts that arrived during it and the completions (scsi_complete) their
-soft interrupts ran; a completion pass (vring_interrupt, scsi_mq_poll)
+traced calls nested in it. A submission (scsi_queue_rq) is counted from the
+calls no interrupt arrived in (no traced call nested: an interrupt's
+vring_interrupt, the soft interrupt's scsi_complete), as
+scsi_queue_rq_alone: the entry and exit of an interrupt are not traced, so
+an interrupted call would carry about 1,400 of them, and at qd1 whether
+the completion's interrupt comes before scsi_queue_rq returns varies from
+run to run. Interrupted calls stay in scsi_queue_rq (all calls); a
+completion pass (vring_interrupt, scsi_mq_poll)
 excludes scsi_done, the midlayer's and block layer's part of each command,
 the same code for every driver. What is left is the driver, the virtio core
 and the midlayer's submission work. Completion passes that completed no
@@ -48,8 +53,9 @@ def fio_cost(path):
 
 
 def frames(lines):
-    """(function, own ns, scsi_done calls nested) per closed traced call."""
-    stacks = {}  # per CPU: [function, nested ns, nested scsi_done]
+    """(function, own ns, scsi_done calls nested, traced calls nested) per
+    closed traced call."""
+    stacks = {}  # per CPU: [function, nested ns, nested scsi_done, nested calls]
     for line in lines:
         m = LINE.match(line)
         if not m:
@@ -58,7 +64,7 @@ def frames(lines):
         stack = stacks.setdefault(cpu, [])
         ns = round(float(dur) * 1000) if dur else None
         if (o := OPEN.match(text)):
-            stack.append([o.group(1), 0, 0])
+            stack.append([o.group(1), 0, 0, 0])
             continue
         c, leaf = CLOSE.match(text), LEAF.match(text)
         if ns is None or not (c or leaf):
@@ -68,13 +74,14 @@ def frames(lines):
             if not stack or stack[-1][0] != c.group(1):
                 stack.clear()
                 continue
-            fn, nested, done = stack.pop()
+            fn, nested, done, calls = stack.pop()
         else:
-            fn, nested, done = leaf.group(1), 0, 0
-        yield fn, ns - nested, done
+            fn, nested, done, calls = leaf.group(1), 0, 0, 0
+        yield fn, ns - nested, done, calls
         if stack:
             stack[-1][1] += ns
             stack[-1][2] += fn == "scsi_done"
+            stack[-1][3] += 1
 
 
 def summary(values):
@@ -89,8 +96,10 @@ def summary(values):
 def trace_summary(path):
     own, comp_ns, comp_cmds, idle = {}, 0, 0, []
     with open(path) as f:
-        for fn, ns, done in frames(f):
+        for fn, ns, done, calls in frames(f):
             own.setdefault(fn, []).append(ns)
+            if fn == "scsi_queue_rq" and not calls:
+                own.setdefault("scsi_queue_rq_alone", []).append(ns)
             if fn in COMPLETION:
                 if done:
                     comp_ns += ns

@@ -10,7 +10,7 @@ same guest, one after the other):
   whole guest stack per I/O as the submitting task sees it (completions that
   interrupt an idle CPU are not in it);
 - driver path / I/O: the median instructions of one submission
-  (scsi_queue_rq, interrupts excluded) plus the mean instructions per
+  (scsi_queue_rq, from the calls no interrupt arrived in: cost.py) plus the mean instructions per
   completed command of the completion passes (vring_interrupt or
   scsi_mq_poll, scsi_done excluded): the part that differs between drivers.
 Each is the median over rounds with its spread, the largest deviation of a
@@ -30,7 +30,7 @@ COLUMNS = ("fio", "path", "submit", "complete")
 def measures(rec):
     t = rec["trace"]
     fio = rec["fio"]["per_io"]
-    submit = t.get("scsi_queue_rq", {}).get("median")
+    submit = t.get("scsi_queue_rq_alone", {}).get("median")
     complete = t.get("completion_per_cmd", {}).get("mean")
     path = submit + complete if submit is not None and complete is not None else None
     return {"fio": fio, "path": path, "submit": submit, "complete": complete}
@@ -87,6 +87,13 @@ def main(out):
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Bold: at least two rounds, and every round's ratio below 1.00.")
+    for d, name in (("c", "C"), ("rust", "Rust")):
+        shares = [t.get("scsi_queue_rq_alone", {}).get("calls", 0) / t["scsi_queue_rq"]["calls"] * 100
+                  for r in recs if r["driver"] == d
+                  for t in [r["trace"]] if t.get("scsi_queue_rq", {}).get("calls")]
+        if shares:
+            lines.append(f"Submissions no interrupt arrived in (those counted), {name}: "
+                         f"{min(shares):.0f}-{max(shares):.0f}% of the calls per row and round.")
     for col, label in (("fio", "fio CPU/IO"), ("path", "driver path/IO")):
         v = summary.get(col)
         if v:
