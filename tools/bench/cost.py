@@ -26,7 +26,9 @@ completion pass (vring_interrupt, scsi_mq_poll)
 excludes scsi_done, the midlayer's and block layer's part of each command,
 the same code for every driver. What is left is the driver, the virtio core
 and the midlayer's submission work. Completion passes that completed no
-command (other virtio devices' interrupts, empty polls) are counted apart.
+command (other virtio devices' interrupts, empty polls) are counted apart;
+the others are also kept by the number of commands they completed
+(completion_passes: count and mean cost per number).
 """
 import json
 import os
@@ -94,7 +96,7 @@ def summary(values):
 
 
 def trace_summary(path):
-    own, comp_ns, comp_cmds, idle = {}, 0, 0, []
+    own, comp_ns, comp_cmds, idle, passes = {}, 0, 0, [], {}
     with open(path) as f:
         for fn, ns, done, calls in frames(f):
             own.setdefault(fn, []).append(ns)
@@ -104,9 +106,15 @@ def trace_summary(path):
                 if done:
                     comp_ns += ns
                     comp_cmds += done
+                    passes.setdefault(done, []).append(ns)
                 else:
                     idle.append(ns)
     out = {fn: summary(v) for fn, v in own.items()}
+    # The passes by how many commands they completed (how many a pass finds
+    # depends on how fast the host answered): cost_report.py fits a pass's
+    # cost as a fixed part and a part per command.
+    out["completion_passes"] = {str(k): {"n": len(v), "mean": statistics.fmean(v)}
+                                for k, v in sorted(passes.items())}
     # Per completed command: passes complete several at depth.
     out["completion_per_cmd"] = {"cmds": comp_cmds, "mean": comp_ns / comp_cmds if comp_cmds else None}
     out["completion_without_cmd"] = summary(idle)

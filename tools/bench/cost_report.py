@@ -10,9 +10,19 @@ same guest, one after the other):
   whole guest stack per I/O as the submitting task sees it (completions that
   interrupt an idle CPU are not in it);
 - driver path / I/O: the median instructions of one submission
-  (scsi_queue_rq, from the calls no interrupt arrived in: cost.py) plus the mean instructions per
-  completed command of the completion passes (vring_interrupt or
-  scsi_mq_poll, scsi_done excluded): the part that differs between drivers.
+  (scsi_queue_rq, from the calls no interrupt arrived in: cost.py) plus the
+  instructions per command of the completion passes (vring_interrupt or
+  scsi_mq_poll, scsi_done excluded) at the row's commands per pass: the
+  part that differs between drivers. How many commands a pass finds at
+  depth depends on how fast the host answered (it moved the mean cost per
+  command by up to 15% between rounds), so each measurement's passes are
+  fitted as a fixed part a and a part b per command (least squares over
+  the passes, weighted by their number), and the completion is a/k + b at
+  k, the mean commands per pass of the row over both drivers and every
+  round: the same batching for both. Where a measurement's passes all
+  completed the same number of commands (qd1), its mean per command;
+- completion measured: the mean instructions per command as measured
+  (the passes as they came), and the mean commands per pass;
 Each is the median over rounds with its spread, the largest deviation of a
 round from the median in percent. Rust/C is the ratio of the medians, with
 the range of the per-round ratios.
@@ -24,16 +34,45 @@ import sys
 
 from report import read_env
 
-COLUMNS = ("fio", "path", "submit", "complete")
+COLUMNS = ("fio", "path", "submit", "complete", "batch")
 
 
-def measures(rec):
+def passes(rec):
+    """[(commands, passes, mean cost)] of a measurement's completion passes."""
+    return [(int(k), v["n"], v["mean"]) for k, v in rec["trace"].get("completion_passes", {}).items()]
+
+
+def fit(ps):
+    """(a, b) of cost = a + b * commands, least squares weighted by the
+    number of passes; None when every pass completed as many commands."""
+    n = sum(w for _, w, _ in ps)
+    if not n:
+        return None
+    mk = sum(w * k for k, w, _ in ps) / n
+    mc = sum(w * c for _, w, c in ps) / n
+    skk = sum(w * (k - mk) ** 2 for k, w, _ in ps)
+    if skk == 0:
+        return None
+    b = sum(w * (k - mk) * (c - mc) for k, w, c in ps) / skk
+    return mc - b * mk, b
+
+
+def per_pass(ps):
+    """Mean commands per pass."""
+    n = sum(w for _, w, _ in ps)
+    return sum(w * k for k, w, _ in ps) / n if n else None
+
+
+def measures(rec, k_row):
     t = rec["trace"]
     fio = rec["fio"]["per_io"]
     submit = t.get("scsi_queue_rq_alone", {}).get("median")
-    complete = t.get("completion_per_cmd", {}).get("mean")
+    measured = t.get("completion_per_cmd", {}).get("mean")
+    ps = passes(rec)
+    ab = fit(ps)
+    complete = ab[0] / k_row + ab[1] if ab and k_row else measured
     path = submit + complete if submit is not None and complete is not None else None
-    return {"fio": fio, "path": path, "submit": submit, "complete": complete}
+    return {"fio": fio, "path": path, "submit": submit, "complete": measured, "batch": per_pass(ps)}
 
 
 def spread(values):
@@ -48,9 +87,12 @@ def main(out):
     for r in recs:
         if r["row"] not in rows:
             rows.append(r["row"])
+    k_rows = {}  # row -> its commands per pass, every measurement's passes
+    for row in rows:
+        k_rows[row] = per_pass([p for r in recs if r["row"] == row for p in passes(r)])
     by = {}  # (row, driver) -> {round: measures}
     for r in recs:
-        by.setdefault((r["row"], r["driver"]), {})[r["round"]] = measures(r)
+        by.setdefault((r["row"], r["driver"]), {})[r["round"]] = measures(r, k_rows[r["row"]])
     lines = [
         f"# Instructions per I/O ({env.get('DATE', '?')}, QEMU -icount {env.get('ICOUNT', '?')})",
         "",
@@ -62,8 +104,9 @@ def main(out):
         "± the largest deviation of a round from it (%); Rust/C: ratio of the medians [range of the "
         "per-round ratios]. Columns: see tools/bench/cost_report.py.",
         "",
-        "| row | fio CPU/IO C | Rust | Rust/C | driver path/IO C | Rust | Rust/C | submit C | Rust | completion C | Rust |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | fio CPU/IO C | Rust | Rust/C | driver path/IO C | Rust | Rust/C | submit C | Rust "
+        "| completion measured C | Rust | commands/pass C | Rust |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
     for row in rows:
@@ -76,6 +119,9 @@ def main(out):
                 cells += ["–", "–"] + (["–"] if col in ("fio", "path") else [])
                 continue
             mc, mr = statistics.median(vc), statistics.median(vr)
+            if col == "batch":
+                cells += [f"{mc:.2f}", f"{mr:.2f}"]
+                continue
             cells += [f"{mc:,.0f} ±{spread(vc):.1f}%", f"{mr:,.0f} ±{spread(vr):.1f}%"]
             if col in ("fio", "path"):
                 per_round = [rs[k][col] / c[k][col] for k in sorted(set(c) & set(rs))
