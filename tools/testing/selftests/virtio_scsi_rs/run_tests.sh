@@ -1,7 +1,8 @@
 #!/bin/bash
 # Host side of the virtio_scsi_rs selftests: boots one guest per QEMU
 # configuration through tools/run-guest, runs a guest test in it, and prints
-# one TAP stream (kselftest style) numbering every result line. A guest that
+# one TAP stream (kselftest style) numbering every result line, in the same
+# order however many guests run at once. A guest that
 # fails to boot, hangs or crashes is a failed test of its own.
 #
 #   run_tests.sh [FILTER]   only the cases whose name matches FILTER, an
@@ -14,6 +15,8 @@
 # VSRS_CYCLES / VSRS_RESETS size their loops (defaults 200 / 100), and
 # VSRS_BREAKS the broken queues of "reset under load" (default 200).
 # VSRS_SCAN_BREAKS those of "reset during scans" (default 100).
+# VSRS_LANES=N runs up to N guests at once (default 2 on a host of 2 CPUs or
+# more; 1: one after the other, for debugging; see "lanes" below).
 # VSRS_KEEP_LOGS=DIR keeps each case's guest output, kernel console and test
 # device log there (NAME.out, NAME.console, NAME.testdev); a case with a
 # failed result shows their last 60 lines either way.
@@ -39,9 +42,14 @@ start_timeout=${VSRS_START_TIMEOUT:-300}
 n=0 pass=0 fail=0 known=0
 # The kernel's report of a bug not this driver's (reports.sh): counted apart.
 . "$here/reports.sh"
+# In a lane (see "lanes" below) a result line is numbered once the lane's
+# lines are taken in order (take_lane).
+in_lane=
 result() { # STATUS DESC
 	n=$((n + 1))
-	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok $n $2"; else fail=$((fail + 1)); echo "not ok $n $2"; fi
+	local num=" $n"
+	[ -n "$in_lane" ] && num=" -"
+	if [ "$1" = ok ]; then pass=$((pass + 1)); echo "ok$num $2"; else fail=$((fail + 1)); echo "not ok$num $2"; fi
 }
 
 # host_check DESC COMMAND...: one result line from COMMAND's status.
@@ -166,10 +174,97 @@ guest() {
 	rm -f "$out" "$klog" "$tdlog"
 }
 
-img_dir=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
-# An iSCSI target of the passthrough cases (tgt_dir) still running is stopped.
+img_root=$(mktemp -d /tmp/vsrs-selftest.XXXXXX)
+# The image directory of the running unit (in a lane, its own).
+img_dir=$img_root
+# An iSCSI target of the passthrough or multipath cases (tgt_dir) still
+# running is stopped.
 tgt_dir=
-trap '[ -z "$tgt_dir" ] || "$top/tools/tgt-target.sh" stop "$tgt_dir"; rm -rf "$img_dir"' EXIT
+tgt_cleanup() { [ -z "$tgt_dir" ] || "$top/tools/tgt-target.sh" stop "$tgt_dir"; }
+
+# --- lanes: cases in guests side by side (issue 18) -----------------------------
+# The cases come in units: a case, or the cases of one host-side set-up. With
+# VSRS_LANES=N (default 2 on a host of 2 CPUs or more, else 1), up to N units
+# run at once, each in a subshell with an image directory of its own, the
+# longest first (a unit's weight: its seconds alone on a quiet host, from the
+# "# unit" lines this prints); a unit's lines are kept and numbered in this
+# file's order once it and every unit before it ended, so the TAP stream is
+# what one lane gives. VSRS_LANES=1 runs the units one after the other in
+# the file's order, printing as they go: for debugging. Every guest, tgtd and
+# file a case uses is its own, so units do not disturb each other; a case's
+# results and dmesg checks are its guest's alone either way.
+lanes=${VSRS_LANES:-$([ "$(nproc)" -ge 2 ] && echo 2 || echo 1)}
+units=() weights=() labels=() lane_pid=() lane_t0=() lane_ended=() lanes_running=0 lanes_next=0
+
+unit() { # WEIGHT FUNCTION ARGS...
+	local w=$1
+	shift
+	if [ "$lanes" -le 1 ]; then
+		"$@"
+		return
+	fi
+	units+=("$(printf '%q ' "$@")") weights+=("$w")
+	# A guest unit by its case's name, any other by its call.
+	if [ "$1" = guest ]; then labels+=("$2"); else labels+=("$*"); fi
+}
+
+lane_start() { # UNIT-INDEX
+	local i=$1
+	mkdir -p "$img_root/u$i"
+	(
+		img_dir=$img_root/u$i in_lane=1 tgt_dir=
+		trap tgt_cleanup EXIT
+		eval "${units[i]}"
+	) >"$img_root/u$i.tap" 2>&1 &
+	lane_pid[$!]=$i lane_t0[i]=$(date +%s)
+	lanes_running=$((lanes_running + 1))
+}
+
+# take_lane FILE: a lane's lines, its results numbered here.
+take_lane() {
+	local line
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*) result ok "${line#ok - }" ;;
+		"not ok - "*) result fail "${line#not ok - }" ;;
+		"# $known_report_line") known=$((known + 1)); echo "$line" ;;
+		*) echo "$line" ;;
+		esac
+	done <"$1"
+}
+
+# lane_wait: waits for a unit to end, then prints every ended unit that has
+# no running unit before it.
+lane_wait() {
+	local pid i
+	wait -n -p pid
+	i=${lane_pid[$pid]}
+	unset "lane_pid[$pid]"
+	lanes_running=$((lanes_running - 1))
+	# How long it ran, for the weights; a unit none of whose cases was
+	# selected printed nothing and is not mentioned.
+	[ -s "$img_root/u$i.tap" ] && echo "# unit \"${labels[i]}\": $(($(date +%s) - lane_t0[i])) s" >>"$img_root/u$i.tap"
+	lane_ended[i]=1
+	while [ -n "${lane_ended[$lanes_next]:-}" ]; do
+		take_lane "$img_root/u$lanes_next.tap"
+		rm -rf "$img_root/u$lanes_next" "$img_root/u$lanes_next.tap"
+		lanes_next=$((lanes_next + 1))
+	done
+}
+
+run_lanes() {
+	local i u
+	[ "${#units[@]}" -gt 0 ] || return 0
+	echo "# ${#units[@]} units in $lanes lanes"
+	for i in $(for u in "${!units[@]}"; do echo "${weights[u]} $u"; done | sort -s -k1,1nr | cut -d' ' -f2); do
+		while [ "$lanes_running" -ge "$lanes" ]; do lane_wait; done
+		lane_start "$i"
+	done
+	while [ "$lanes_running" -gt 0 ]; do lane_wait; done
+}
+
+# Units still running when this ends (stopped from outside) are stopped.
+trap 'tgt_cleanup; [ "${#lane_pid[@]}" = 0 ] || kill "${!lane_pid[@]}" 2>/dev/null; rm -rf "$img_root"' EXIT
 
 # QEMU options for a file-backed disk (serial vsrs-ID) and a null-co one.
 hd_file() { # ID BUS TARGET LUN SIZE
@@ -260,66 +355,77 @@ dkms_installed() {
 }
 
 install_case="one queue, small ring"
-ksft=$img_dir/kselftest dkms=$img_dir/dkms
-if selected "$install_case"; then
-	# shellcheck source=tools/kernel.env
-	. "$top/tools/kernel.env"
-	kdir=${VSRS_KDIR:-$("$top/tools/kdir.sh" test | cut -f1)}
-	ksft_prepare || result fail "kselftest: a copy of the kernel's tools/testing/selftests"
-	dkms_prepare || result fail "DKMS: the kernel's release and toolchain"
-fi
+case_install() {
+	ksft=$img_dir/kselftest dkms=$img_dir/dkms
+	if selected "$install_case"; then
+		# shellcheck source=tools/kernel.env
+		. "$top/tools/kernel.env"
+		kdir=${VSRS_KDIR:-$("$top/tools/kdir.sh" test | cut -f1)}
+		ksft_prepare || result fail "kselftest: a copy of the kernel's tools/testing/selftests"
+		dkms_prepare || result fail "DKMS: the kernel's release and toolchain"
+	fi
+	guest "$install_case" \
+		"--no-default-disks --cpus 2 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=1,virtqueue_size=64,max_sectors=1024,cmd_per_lun=16,hotplug=off,param_change=off $disks'" \
+		"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_KO= VSRS_MODROOT=$dkms/root VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
+		kselftest.sh
+}
+unit 120 case_install
 
-guest "$install_case" \
-	"--no-default-disks --cpus 2 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=1,virtqueue_size=64,max_sectors=1024,cmd_per_lun=16,hotplug=off,param_change=off $disks'" \
-	"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_KO= VSRS_MODROOT=$dkms/root VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
-	kselftest.sh
-
-guest "four queues, one polled" \
+unit 60 guest "four queues, one polled" \
 	"--no-default-disks --cpus 4 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=4 $disks'" \
 	"VSRS_INSMOD_ARGS=poll_queues=1 VSRS_EXPECT='4 request queues (3 default, 1 poll) of 256 entries|seg_max 254, max_sectors 65535, cmd_per_lun 128|features hotplug change\$'" \
 	probe.sh
 
 # Discovery and data: 2 targets x 4 file-backed LUNs and a CD on one host,
 # a null-co disk on a second (so there are two hosts to tell apart).
-topo=() opts="-device virtio-scsi-pci,id=vs0,num_queues=2"
-i=0
-for t in 0 1; do
-	for l in 0 1 2 3; do
-		opts+=" $(hd_file f$i vs0.0 $t $l 32M)"; topo+=("$t:$l"); i=$((i + 1))
+case_discovery() {
+	local name="discovery and data" topo=() opts="-device virtio-scsi-pci,id=vs0,num_queues=2" i=0 t l
+	selected "$name" || return 0
+	for t in 0 1; do
+		for l in 0 1 2 3; do
+			opts+=" $(hd_file f$i vs0.0 $t $l 32M)"; topo+=("$t:$l"); i=$((i + 1))
+		done
 	done
-done
-opts+=" -device scsi-cd,bus=vs0.0,scsi-id=2,lun=0 -device virtio-scsi-pci,id=vs1,num_queues=1"
-opts+=" $(hd_null m0 vs1.0 0 0)"
-guest "discovery and data" \
-	"--no-default-disks --cpus 2 --rwdir $img_dir --qemu '$opts'" \
-	"VSRS_TOPOLOGY=$(IFS=,; echo "${topo[*]}") VSRS_CDROM=2:0 VSRS_DISK_SIZE=33554432 VSRS_LUNS2=1 VSRS_PATTERN=$img_dir/pattern" \
-	io.sh
-if [ -f "$img_dir/pattern" ]; then
-	if selected "discovery and data"; then
+	opts+=" -device scsi-cd,bus=vs0.0,scsi-id=2,lun=0 -device virtio-scsi-pci,id=vs1,num_queues=1"
+	opts+=" $(hd_null m0 vs1.0 0 0)"
+	guest "$name" \
+		"--no-default-disks --cpus 2 --rwdir $img_dir --qemu '$opts'" \
+		"VSRS_TOPOLOGY=$(IFS=,; echo "${topo[*]}") VSRS_CDROM=2:0 VSRS_DISK_SIZE=33554432 VSRS_LUNS2=1 VSRS_PATTERN=$img_dir/pattern" \
+		io.sh
+	if [ -f "$img_dir/pattern" ]; then
 		if cmp -s -n 4194304 "$img_dir/pattern" "$img_dir/f0.raw"; then
-			result ok "discovery and data: the host reads back in f0.raw what the guest wrote"
+			result ok "$name: the host reads back in f0.raw what the guest wrote"
 		else
-			result fail "discovery and data: f0.raw differs from what the guest wrote"
+			result fail "$name: f0.raw differs from what the guest wrote"
 		fi
 	fi
-fi
+}
+unit 150 case_discovery
 
 # 256 LUNs on one target: 0-127 and, flat-addressed, 256-383.
-opts="-device virtio-scsi-pci,id=vs0,num_queues=1"
-for l in $(seq 0 127) $(seq 256 383); do
-	opts+=" $(hd_null m$l vs0.0 0 "$l")"
-done
-guest "256 LUNs" "--no-default-disks --qemu '$opts'" "VSRS_LUNS=0-127,256-383" luns.sh
+case_luns() {
+	local opts="-device virtio-scsi-pci,id=vs0,num_queues=1" l
+	for l in $(seq 0 127) $(seq 256 383); do
+		opts+=" $(hd_null m$l vs0.0 0 "$l")"
+	done
+	guest "256 LUNs" "--no-default-disks --qemu '$opts'" "VSRS_LUNS=0-127,256-383" luns.sh
+}
+unit 240 case_luns
 
 # The data test on other queue shapes; virtqueue_size=16 drives the
 # queue-full path.
-for shape in "num_queues=1:2:" "num_queues=4:4:" "num_queues=2,virtqueue_size=16:2:" \
-	"num_queues=4:4:poll_queues=2"; do
-	IFS=: read -r props cpus params <<<"$shape"
+case_shape() { # PROPS:CPUS:PARAMS
+	local props cpus params opts env
+	IFS=: read -r props cpus params <<<"$1"
+	selected "queues $props${params:+ $params}" || return 0
 	opts="-device virtio-scsi-pci,id=vs0,$props $(hd_file f0 vs0.0 0 0 64M) $(hd_file f1 vs0.0 0 1 64M)"
 	env="VSRS_TOPOLOGY=0:0,0:1 VSRS_FIO_SIZE=16M"
 	[ -n "$params" ] && env+=" VSRS_INSMOD_ARGS=$params VSRS_POLL=1"
 	guest "queues $props${params:+ $params}" "--no-default-disks --cpus $cpus --qemu '$opts'" "$env" io.sh
+}
+for shape in "num_queues=1:2:" "num_queues=4:4:" "num_queues=2,virtqueue_size=16:2:" \
+	"num_queues=4:4:poll_queues=2"; do
+	unit 120 case_shape "$shape"
 done
 
 # An injected read error fails one request, the disk stays usable. raw on top
@@ -328,65 +434,94 @@ done
 # midlayer does not retry (EIO becomes ABORTED COMMAND: retried, and the
 # once-rule is spent on the first try). Sector 77777: nothing reads it while
 # the disk is probed (sector 8192 is read then, and spends the rule).
-truncate -s 64M "$img_dir/e0.raw"
-opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 64M) \
+case_deverr() {
+	local opts
+	selected "device error" || return 0
+	truncate -s 64M "$img_dir/e0.raw"
+	opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 64M) \
 -blockdev driver=raw,node-name=e0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/e0.raw,file.inject-error.0.event=read_aio,file.inject-error.0.errno=61,file.inject-error.0.sector=77777,file.inject-error.0.once=on \
 -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=e0,serial=vsrs-e0,rerror=report"
-guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=77777" deverr.sh
+	guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=77777" deverr.sh
+}
+unit 90 case_deverr
 
-guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
-	"VSRS_CYCLES=20" lifecycle.sh
+case_lifecycle() {
+	selected lifecycle || return 0
+	guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
+		"VSRS_CYCLES=20" lifecycle.sh
+}
+unit 150 case_lifecycle
 
 # --- issue 5: the event queue (the guest drives QEMU's monitor) ---------------
 # vs0 (hotplug on): f0 for fio, r0 to resize, a scsi-cd cd0 with a 4 MiB
 # medium; vs1 (hotplug=off): r1 to resize. cdB.iso is the second medium.
-head -c 4194304 /dev/zero >"$img_dir/cdA.iso"
-{ printf vsrs-cdB; head -c $((6291456 - 8)) /dev/zero; } >"$img_dir/cdB.iso"
-opts="-device virtio-scsi-pci,id=vs0,num_queues=2 $(hd_file f0 vs0.0 0 0 64M) $(hd_file r0 vs0.0 0 1 32M)"
-opts+=" -blockdev driver=file,node-name=cdA,filename=$img_dir/cdA.iso,read-only=on"
-opts+=" -device scsi-cd,bus=vs0.0,scsi-id=1,lun=0,drive=cdA,id=cd0"
-opts+=" -device virtio-scsi-pci,id=vs1,num_queues=1,hotplug=off $(hd_file r1 vs1.0 0 0 32M)"
-guest "events" "--ctl --no-default-disks --qemu '$opts'" \
-	"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=${VSRS_MANY:-32}" events.sh
+case_events() {
+	local opts
+	selected events || return 0
+	head -c 4194304 /dev/zero >"$img_dir/cdA.iso"
+	{ printf vsrs-cdB; head -c $((6291456 - 8)) /dev/zero; } >"$img_dir/cdB.iso"
+	opts="-device virtio-scsi-pci,id=vs0,num_queues=2 $(hd_file f0 vs0.0 0 0 64M) $(hd_file r0 vs0.0 0 1 32M)"
+	opts+=" -blockdev driver=file,node-name=cdA,filename=$img_dir/cdA.iso,read-only=on"
+	opts+=" -device scsi-cd,bus=vs0.0,scsi-id=1,lun=0,drive=cdA,id=cd0"
+	opts+=" -device virtio-scsi-pci,id=vs1,num_queues=1,hotplug=off $(hd_file r1 vs1.0 0 0 32M)"
+	guest "events" "--ctl --no-default-disks --qemu '$opts'" \
+		"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=${VSRS_MANY:-32}" events.sh
+}
+unit 300 case_events
 
 # PM freeze/restore (pm_test=devices); the guest's root does not survive it
 # (see pm.sh), so each sleep state has a guest of its own.
+case_pm() { # STATE
+	selected "pm $1" || return 0
+	guest "pm $1" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0,num_queues=2 $(hd_file f0 vs0.0 0 0 128M)'" \
+		"VSRS_PM_STATE=$1" pm.sh
+}
 for state in freeze mem; do
-	guest "pm $state" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0,num_queues=2 $(hd_file f0 vs0.0 0 0 128M)'" \
-		"VSRS_PM_STATE=$state" pm.sh
+	unit 90 case_pm "$state"
 done
 
 # The controller removed under I/O (on a root port: pcie.0 has no hotplug).
-opts="-device pcie-root-port,id=rp1,chassis=1,slot=1 -device virtio-scsi-pci,id=vs0,bus=rp1 $(hd_file f0 vs0.0 0 0 64M)"
-guest "controller unplug" "--ctl --no-default-disks --qemu '$opts'" "VSRS_EVENTS=unplug VSRS_NDISKS=1" events.sh
+case_unplug() {
+	local opts
+	selected "controller unplug" || return 0
+	opts="-device pcie-root-port,id=rp1,chassis=1,slot=1 -device virtio-scsi-pci,id=vs0,bus=rp1 $(hd_file f0 vs0.0 0 0 64M)"
+	guest "controller unplug" "--ctl --no-default-disks --qemu '$opts'" "VSRS_EVENTS=unplug VSRS_NDISKS=1" events.sh
+}
+unit 90 case_unplug
 
 # --- issue 4: error handling: a read held by blkdebug times out; resets ------
-truncate -s 256M "$img_dir/b0.raw"
-opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
-# raw on top of blkdebug: raw emits the read_aio event the breakpoint waits for
-# (blkdebug alone at the top never sees one, so "break read_aio" holds nothing).
-opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
-opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
-guest "resets" "--ctl --no-default-disks --qemu '$opts'" "VSRS_TMF='resets many' VSRS_RESETS=${VSRS_RESETS:-100}" tmf.sh
+# tmf_guest NAME ENV: a guest with a file-backed disk and, on LUN 0, one held
+# by blkdebug (raw on top of it: raw emits the read_aio event the breakpoint
+# waits for; blkdebug alone at the top never sees one, so "break read_aio"
+# holds nothing).
+tmf_guest() {
+	local opts
+	selected "$1" || return 0
+	truncate -s 256M "$img_dir/b0.raw"
+	opts="-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 1 256M)"
+	opts+=" -blockdev driver=raw,node-name=b0,file.driver=blkdebug,file.image.driver=file,file.image.filename=$img_dir/b0.raw"
+	opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
+	guest "$1" "--ctl --no-default-disks --qemu '$opts'" "$2" tmf.sh
+}
+unit 180 tmf_guest "resets" "VSRS_TMF='resets many' VSRS_RESETS=${VSRS_RESETS:-100}"
 # QEMU answers an ABORT TASK of a held read only once the read is released,
 # and a LUN reset drains the held read inside QEMU's main loop (the monitor
 # that would release it stops too): the TMF timeout must outlast the hold.
 # A TMF the device answers late is the test device's case (it holds TMFs).
-guest "tmf abort" "--ctl --no-default-disks --qemu '$opts'" \
-	"VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60" tmf.sh
+unit 120 tmf_guest "tmf abort" "VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60"
 
 # The programmable test device (tools/testdev, a vhost-user-scsi backend)
 # with the in-tree C driver and with virtio_scsi_rs: the data, hotplug and
 # TMF test, and the fault table (testdev_faults.sh, one lie at a time).
 for drv in "c:C driver" "rs:virtio_scsi_rs"; do
 	IFS=: read -r d dname <<<"$drv"
-	guest "testdev $dname" \
+	unit 120 guest "testdev $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
 		"VSRS_DRIVER=$d" testdev.sh
-	guest "testdev faults $dname" \
+	unit 150 guest "testdev faults $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:16M --lun 0:1:disk:16M'" \
 		"VSRS_DRIVER=$d VSRS_INSMOD_ARGS=tmf_timeout=5" testdev_faults.sh
-	guest "testdev T10 PI $dname" \
+	unit 90 guest "testdev T10 PI $dname" \
 		"--no-default-disks --testdev '--t10-pi --lun 0:0:disk:64M' --testdev-qemu t10_pi=on" \
 		"VSRS_DRIVER=$d" testdev_pi.sh
 done
@@ -404,7 +539,7 @@ fuzz_drivers=("rs:virtio_scsi_rs:")
 [ -n "${VSRS_FUZZ_C:-}" ] && fuzz_drivers=("c:C driver:never=0,repeated=0,tmf_twice=0,tmf_never=0" "${fuzz_drivers[@]}")
 for drv in "${fuzz_drivers[@]}"; do
 	IFS=: read -r d dname w <<<"$drv"
-	guest "testdev fuzz $dname" "$fuzz_guest" \
+	unit 780 guest "testdev fuzz $dname" "$fuzz_guest" \
 		"VSRS_DRIVER=$d $fuzz_env VSRS_FUZZ_SEEDS='${VSRS_FUZZ_SEEDS:-1 2 3}' VSRS_FUZZ_SECONDS=${VSRS_FUZZ_SECONDS:-100} VSRS_FUZZ_WEIGHTS=${VSRS_FUZZ_WEIGHTS-$w}" \
 		testdev_fuzz.sh
 done
@@ -415,7 +550,7 @@ done
 # completion repeated during its scan (INQUIRY), which breaks a request
 # queue. The driver must reset the device and every check of the fuzz case
 # pass, with no other lie told.
-guest "testdev fuzz reproducer: a completion repeated during a hotplug scan" "$fuzz_guest" \
+unit 240 guest "testdev fuzz reproducer: a completion repeated during a hotplug scan" "$fuzz_guest" \
 	"$fuzz_env VSRS_FUZZ_SEEDS=1 VSRS_FUZZ_SECONDS=30 VSRS_FUZZ_WEIGHTS=repeated=30 VSRS_FUZZ_ONLY='0:2#2' VSRS_FUZZ_EXPECT='device reset: its virtqueues work again'" \
 	testdev_fuzz.sh
 
@@ -423,7 +558,7 @@ guest "testdev fuzz reproducer: a completion repeated during a hotplug scan" "$f
 # narrowed down to a few that still lead to VSRS_SHRINK_MATCH
 # (fuzz_shrink.py), in one guest. Only when asked for.
 if [ -n "${VSRS_SHRINK_SEED:-}" ]; then
-	guest "testdev fuzz shrink" "$fuzz_guest" \
+	unit 1800 guest "testdev fuzz shrink" "$fuzz_guest" \
 		"$fuzz_env VSRS_FUZZ_WEIGHTS='${VSRS_FUZZ_WEIGHTS:-}'" \
 		"fuzz_shrink.py --seed $VSRS_SHRINK_SEED --match '${VSRS_SHRINK_MATCH:?}' --seconds ${VSRS_SHRINK_SECONDS:-30} --trials ${VSRS_SHRINK_TRIALS:-30}"
 fi
@@ -432,22 +567,21 @@ fi
 # (the C driver's eh_timed_out resets the timer: it never aborts): 12 rounds
 # of 48 reads held around their 2 s SCSI timeout, released by the test
 # device before, at and after the driver's ABORT TASK.
-guest "abort race virtio_scsi_rs" \
+unit 150 guest "abort race virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:16M --lun 0:1:disk:64M'" \
 	"" abort_race.sh
 
 # A request queue broken 200 times (VSRS_BREAKS) under fio verify, 2 x vCPUs
 # jobs pinned one per CPU, every queue in use; max_breaks lifts the driver's
 # limit of 3 resets a minute.
-guest "reset under load virtio_scsi_rs" \
+unit 420 guest "reset under load virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_BREAKS:-200}" reset_load.sh
 # The same with full host scans in a loop (each destroys 255 temporary
 # devices): the resets meet devices being destroyed.
-guest "reset during scans virtio_scsi_rs" \
+unit 480 guest "reset during scans virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_SCAN_BREAKS:-100} VSRS_RESET_SCANS=1" reset_load.sh
-
 # --- issue 15: lifecycle races (races.sh), with the test device ----------------
 # post_poweroff KLOG STATUS: the guest powered itself off (not stopped by the
 # timeout) and its console shows no report after the power-off began; prints
@@ -476,15 +610,18 @@ post_poweroff() {
 	head -n 40 <<<"$after" | sed 's/^/# console: /'
 }
 races="--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M'"
-guest "lifecycle races: poweroff under I/O virtio_scsi_rs" "$races" "VSRS_RACE=poweroff" races.sh post_poweroff
-guest "lifecycle races: rmmod under event flood virtio_scsi_rs" "$races" "VSRS_RACE=flood" races.sh
-guest "lifecycle races: event rescans during host scans virtio_scsi_rs" "$races" "VSRS_RACE=scan" races.sh
-guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$races" "VSRS_RACE=stray" races.sh
+unit 120 guest "lifecycle races: poweroff under I/O virtio_scsi_rs" "$races" "VSRS_RACE=poweroff" races.sh post_poweroff
+unit 120 guest "lifecycle races: rmmod under event flood virtio_scsi_rs" "$races" "VSRS_RACE=flood" races.sh
+unit 180 guest "lifecycle races: event rescans during host scans virtio_scsi_rs" "$races" "VSRS_RACE=scan" races.sh
+unit 120 guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$races" "VSRS_RACE=stray" races.sh
 # One request queue: both disks' commands go to the queue that breaks. A
 # suspend that never ends cannot be seen from inside the guest (its tasks are
 # frozen, its console device too): the guest gets less time than the others.
-guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during recovery virtio_scsi_rs" \
-	"$races --testdev-qemu num_queues=1" "VSRS_RACE=freeze" races.sh
+case_freeze_race() {
+	guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during recovery virtio_scsi_rs" \
+		"$races --testdev-qemu num_queues=1" "VSRS_RACE=freeze" races.sh
+}
+unit 120 case_freeze_race
 
 # --- issue 16: a real SCSI target passed through (tgt over iSCSI) --------------
 # tools/tgt-target.sh serves a disk (LUN 1), a tape (2) and a blank DVD+R (3)
@@ -535,8 +672,8 @@ passthrough() { # DRIVER NAME
 	"$top/tools/tgt-target.sh" stop "$tgt_dir"
 	tgt_dir=
 }
-passthrough rs virtio_scsi_rs
-passthrough c "C driver"
+unit 150 passthrough rs virtio_scsi_rs
+unit 150 passthrough c "C driver"
 
 # --- issue 16 item 5: multipath inside the guest (multipath.sh) ----------------
 # One LUN through two controllers, twice: a file QEMU serves as two scsi-hd
@@ -561,8 +698,8 @@ multipath() { # DRIVER NAME
 	"$top/tools/tgt-target.sh" stop "$tgt_dir"
 	tgt_dir=
 }
-multipath rs virtio_scsi_rs
-multipath c "C driver"
+unit 480 multipath rs virtio_scsi_rs
+unit 420 multipath c "C driver"
 
 # --- issue 16 item 6: live migration under I/O (migration.sh) ------------------
 # Not a virtme-ng guest (its shared root blocks migration): migration.sh runs
@@ -586,8 +723,10 @@ migration() { # DRIVER NAME
 	fi
 	rm -f "$out"
 }
-migration rs virtio_scsi_rs
-migration c "C driver"
+unit 240 migration rs virtio_scsi_rs
+unit 240 migration c "C driver"
+
+run_lanes
 
 echo "1..$n"
 [ "$known" -eq 0 ] || echo "# known kernel reports counted apart (not failures): $known"
