@@ -457,7 +457,28 @@ busy_count() {
 	sed -n 's|^# entries-in-buffer/entries-written: [0-9]*/\([0-9]*\).*|\1|p' "$t/trace"
 }
 
+# Request queues of the disk's tag sets that blk-mq counts as active (the
+# largest count over the first disk's hardware queues). Each disk of a
+# controller has a request queue of its own on the controller's tag sets,
+# and a queue that had a request stays active until its timeout timer finds
+# it idle, about 30 s after its last request (blk_mq_timeout_work); while N
+# are active, each may hold about 1/N of a hardware queue's tags
+# (hctx_may_queue). Right after the 256-LUN point, one LUN would get 4 of
+# its 256.
+active_queues() { # FILES
+	local d=${1%%:*} f a m=0
+	for f in /sys/kernel/debug/block/"${d#/dev/}"/hctx*/tags; do
+		a=$(sed -n 's/^active_queues=//p' "$f")
+		[ "${a:-0}" -gt "$m" ] && m=$a
+	done
+	echo "$m"
+}
+
+at_most_active() { [ "$(active_queues "$1")" -le "$2" ]; } # FILES N
+
 # Each round's driver order (C first in odd rounds) and config order (seeded).
+# A point waits (up to 60 s) until no more queues are active than it drives:
+# it measures what its LUNs get, not what an earlier point left.
 scale_rounds() { # FUNCTION: FUNCTION ROUND DRIVER NAME FILES per config
 	local r d name model luns files status=0
 	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
@@ -468,7 +489,9 @@ scale_rounds() { # FUNCTION: FUNCTION ROUND DRIVER NAME FILES per config
 			scale_load "$d" || { log "$d: only $(scsi_disk_count "$(module_of "$d")") of $SCALE_DISKS disks"; status=1; unload "$d"; continue; }
 			while read -r name model luns; do
 				files=$(scale_disks "$(module_of "$d")" "$model" "$luns") || { log "$d $name: no disks"; status=1; continue; }
-				log "round $r $d $name"
+				wait_for 60 at_most_active "$files" "$luns" ||
+					log "$d $name: still $(active_queues "$files") active queues"
+				log "round $r $d $name ($(active_queues "$files") active queues)"
 				"$1" "$r" "$d" "$name" "$files" || { log "$d $name: failed"; status=1; }
 			done < <(awk -v seed="$SCALE_SEED$r" 'BEGIN {srand(seed)} {print rand() "\t" $0}' "$SCALE_CONFIGS" |
 				sort -n | cut -f2-)
