@@ -351,7 +351,7 @@ if [ "$cost" = 1 ] || [ "$profile" = 1 ]; then
 			done
 		done
 	done >"$out/cost-rows.txt"
-	echo "null-read-128k-io_uring-qd32-j1 --rw=read --bs=128k --ioengine=io_uring --iodepth=32" >>"$out/cost-rows.txt"
+	echo "null-read-128k-io_uring-qd32-j1 --rw=read --bs=128k --ioengine=io_uring --iodepth=32 --iomem=shmhuge" >>"$out/cost-rows.txt"
 	if [ "$pollq" -gt 0 ]; then
 		for qd in $iodepths; do
 			echo "null-randread-4k-io_uring_hipri-qd$qd-j1 --rw=randread --bs=4k --ioengine=io_uring --hipri --iodepth=$qd"

@@ -298,6 +298,13 @@ row_fio() {
 		--randrepeat=0 --cpus_allowed=0 "$@"
 }
 
+# Huge pages for the rows whose fio buffers are in them (--iomem=shmhuge:
+# the 128k row). In 4k pages a 128k read maps to as many segments as its
+# buffer's pages happen to lie apart, which moved a submission by some
+# 4,000 instructions between rounds; in a huge page it is two segments of
+# 64 KiB every time.
+reserve_huge_pages() { echo 16 >/proc/sys/vm/nr_hugepages; }
+
 cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
 	local r=$1 d=$2 name=$3 t=/sys/kernel/tracing tr js
 	shift 3
@@ -317,6 +324,7 @@ cost_row() { # ROUND DRIVER NAME FIO-OPTIONS...
 
 run_cost() {
 	local r d order name opts status=0
+	reserve_huge_pages
 	mountpoint -q /sys/kernel/tracing || mount -t tracefs none /sys/kernel/tracing
 	# Room for a trace of COST_IOS I/Os per CPU (LOST events fail the row).
 	echo 16384 >/sys/kernel/tracing/buffer_size_kb
@@ -348,6 +356,7 @@ run_cost() {
 # $OUT/raw/profile-$PROFILE_GUEST.jsonl, in window order.
 run_profile() {
 	local d name opts w=0 status=0 ks
+	reserve_huge_pages
 	{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; } >"$OUT/guest-info.txt"
 	for d in c rust; do unload "$d"; done
 	# shellcheck disable=SC2086 # fio options are words
