@@ -186,8 +186,8 @@ tgt_cleanup() { [ -z "$tgt_dir" ] || "$top/tools/tgt-target.sh" stop "$tgt_dir";
 # The cases come in units: a case, or the cases of one host-side set-up. With
 # VSRS_LANES=N (default 2 on a host of 2 CPUs or more, else 1), up to N units
 # run at once, each in a subshell with an image directory of its own, the
-# longest first (a unit's weight: its seconds alone on a quiet host, from the
-# "# unit" lines this prints); a unit's lines are kept and numbered in this
+# longest first (a unit's weight: its seconds in a two-lane make check, from
+# the "# unit" lines this prints); a unit's lines are kept and numbered in this
 # file's order once it and every unit before it ended, so the TAP stream is
 # what one lane gives. VSRS_LANES=1 runs the units one after the other in
 # the file's order, printing as they go: for debugging. Every guest, tgtd and
@@ -369,9 +369,9 @@ case_install() {
 		"VSRS_KSFT=$ksft/inst VSRS_KSFT_TEST=virtio_scsi_rs:probe.sh VSRS_KO= VSRS_MODROOT=$dkms/root VSRS_EXPECT='1 request queues (1 default, 0 poll) of 64 entries|targets 0-255, LUNs 0-16383|seg_max 62, max_sectors 1024, cmd_per_lun 16, event_info_size 16|features\$'" \
 		kselftest.sh
 }
-unit 120 case_install
+unit 216 case_install
 
-unit 60 guest "four queues, one polled" \
+unit 131 guest "four queues, one polled" \
 	"--no-default-disks --cpus 4 --qemu '-device virtio-scsi-pci,id=vs0,num_queues=4 $disks'" \
 	"VSRS_INSMOD_ARGS=poll_queues=1 VSRS_EXPECT='4 request queues (3 default, 1 poll) of 256 entries|seg_max 254, max_sectors 65535, cmd_per_lun 128|features hotplug change\$'" \
 	probe.sh
@@ -400,7 +400,7 @@ case_discovery() {
 		fi
 	fi
 }
-unit 150 case_discovery
+unit 229 case_discovery
 
 # 256 LUNs on one target: 0-127 and, flat-addressed, 256-383.
 case_luns() {
@@ -410,7 +410,7 @@ case_luns() {
 	done
 	guest "256 LUNs" "--no-default-disks --qemu '$opts'" "VSRS_LUNS=0-127,256-383" luns.sh
 }
-unit 240 case_luns
+unit 594 case_luns
 
 # The data test on other queue shapes; virtqueue_size=16 drives the
 # queue-full path.
@@ -425,7 +425,7 @@ case_shape() { # PROPS:CPUS:PARAMS
 }
 for shape in "num_queues=1:2:" "num_queues=4:4:" "num_queues=2,virtqueue_size=16:2:" \
 	"num_queues=4:4:poll_queues=2"; do
-	unit 120 case_shape "$shape"
+	unit 115 case_shape "$shape"
 done
 
 # An injected read error fails one request, the disk stays usable. raw on top
@@ -443,14 +443,14 @@ case_deverr() {
 -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=e0,serial=vsrs-e0,rerror=report"
 	guest "device error" "--no-default-disks --qemu '$opts'" "VSRS_ERR_SECTOR=77777" deverr.sh
 }
-unit 90 case_deverr
+unit 88 case_deverr
 
 case_lifecycle() {
 	selected lifecycle || return 0
 	guest "lifecycle" "--no-default-disks --qemu '-device virtio-scsi-pci,id=vs0 $(hd_file f0 vs0.0 0 0 64M)'" \
 		"VSRS_CYCLES=20" lifecycle.sh
 }
-unit 150 case_lifecycle
+unit 500 case_lifecycle
 
 # --- issue 5: the event queue (the guest drives QEMU's monitor) ---------------
 # vs0 (hotplug on): f0 for fio, r0 to resize, a scsi-cd cd0 with a 4 MiB
@@ -467,7 +467,7 @@ case_events() {
 	guest "events" "--ctl --no-default-disks --qemu '$opts'" \
 		"VSRS_IMG=$img_dir VSRS_CYCLES=${VSRS_CYCLES:-200} VSRS_MANY=${VSRS_MANY:-32}" events.sh
 }
-unit 300 case_events
+unit 749 case_events
 
 # PM freeze/restore (pm_test=devices); the guest's root does not survive it
 # (see pm.sh), so each sleep state has a guest of its own.
@@ -477,7 +477,7 @@ case_pm() { # STATE
 		"VSRS_PM_STATE=$1" pm.sh
 }
 for state in freeze mem; do
-	unit 90 case_pm "$state"
+	unit 118 case_pm "$state"
 done
 
 # The controller removed under I/O (on a root port: pcie.0 has no hotplug).
@@ -487,7 +487,7 @@ case_unplug() {
 	opts="-device pcie-root-port,id=rp1,chassis=1,slot=1 -device virtio-scsi-pci,id=vs0,bus=rp1 $(hd_file f0 vs0.0 0 0 64M)"
 	guest "controller unplug" "--ctl --no-default-disks --qemu '$opts'" "VSRS_EVENTS=unplug VSRS_NDISKS=1" events.sh
 }
-unit 90 case_unplug
+unit 100 case_unplug
 
 # --- issue 4: error handling: a read held by blkdebug times out; resets ------
 # tmf_guest NAME ENV: a guest with a file-backed disk and, on LUN 0, one held
@@ -503,22 +503,22 @@ tmf_guest() {
 	opts+=" -device scsi-hd,bus=vs0.0,scsi-id=0,lun=0,drive=b0,id=bd0,serial=vsrs-b0"
 	guest "$1" "--ctl --no-default-disks --qemu '$opts'" "$2" tmf.sh
 }
-unit 180 tmf_guest "resets" "VSRS_TMF='resets many' VSRS_RESETS=${VSRS_RESETS:-100}"
+unit 423 tmf_guest "resets" "VSRS_TMF='resets many' VSRS_RESETS=${VSRS_RESETS:-100}"
 # QEMU answers an ABORT TASK of a held read only once the read is released,
 # and a LUN reset drains the held read inside QEMU's main loop (the monitor
 # that would release it stops too): the TMF timeout must outlast the hold.
 # A TMF the device answers late is the test device's case (it holds TMFs).
-unit 120 tmf_guest "tmf abort" "VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60"
+unit 146 tmf_guest "tmf abort" "VSRS_TMF=abort VSRS_HOLD=20 VSRS_INSMOD_ARGS=tmf_timeout=60"
 
 # The programmable test device (tools/testdev, a vhost-user-scsi backend)
 # with the in-tree C driver and with virtio_scsi_rs: the data, hotplug and
 # TMF test, and the fault table (testdev_faults.sh, one lie at a time).
 for drv in "c:C driver" "rs:virtio_scsi_rs"; do
 	IFS=: read -r d dname <<<"$drv"
-	unit 120 guest "testdev $dname" \
+	unit 108 guest "testdev $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M --lun 1:0:cd:4M'" \
 		"VSRS_DRIVER=$d" testdev.sh
-	unit 150 guest "testdev faults $dname" \
+	unit 156 guest "testdev faults $dname" \
 		"--no-default-disks --testdev '--lun 0:0:disk:16M --lun 0:1:disk:16M'" \
 		"VSRS_DRIVER=$d VSRS_INSMOD_ARGS=tmf_timeout=5" testdev_faults.sh
 	unit 90 guest "testdev T10 PI $dname" \
@@ -539,7 +539,7 @@ fuzz_drivers=("rs:virtio_scsi_rs:")
 [ -n "${VSRS_FUZZ_C:-}" ] && fuzz_drivers=("c:C driver:never=0,repeated=0,tmf_twice=0,tmf_never=0" "${fuzz_drivers[@]}")
 for drv in "${fuzz_drivers[@]}"; do
 	IFS=: read -r d dname w <<<"$drv"
-	unit 780 guest "testdev fuzz $dname" "$fuzz_guest" \
+	unit 574 guest "testdev fuzz $dname" "$fuzz_guest" \
 		"VSRS_DRIVER=$d $fuzz_env VSRS_FUZZ_SEEDS='${VSRS_FUZZ_SEEDS:-1 2 3}' VSRS_FUZZ_SECONDS=${VSRS_FUZZ_SECONDS:-100} VSRS_FUZZ_WEIGHTS=${VSRS_FUZZ_WEIGHTS-$w}" \
 		testdev_fuzz.sh
 done
@@ -550,7 +550,7 @@ done
 # completion repeated during its scan (INQUIRY), which breaks a request
 # queue. The driver must reset the device and every check of the fuzz case
 # pass, with no other lie told.
-unit 240 guest "testdev fuzz reproducer: a completion repeated during a hotplug scan" "$fuzz_guest" \
+unit 168 guest "testdev fuzz reproducer: a completion repeated during a hotplug scan" "$fuzz_guest" \
 	"$fuzz_env VSRS_FUZZ_SEEDS=1 VSRS_FUZZ_SECONDS=30 VSRS_FUZZ_WEIGHTS=repeated=30 VSRS_FUZZ_ONLY='0:2#2' VSRS_FUZZ_EXPECT='device reset: its virtqueues work again'" \
 	testdev_fuzz.sh
 
@@ -567,19 +567,19 @@ fi
 # (the C driver's eh_timed_out resets the timer: it never aborts): 12 rounds
 # of 48 reads held around their 2 s SCSI timeout, released by the test
 # device before, at and after the driver's ABORT TASK.
-unit 150 guest "abort race virtio_scsi_rs" \
+unit 255 guest "abort race virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:16M --lun 0:1:disk:64M'" \
 	"" abort_race.sh
 
 # A request queue broken 200 times (VSRS_BREAKS) under fio verify, 2 x vCPUs
 # jobs pinned one per CPU, every queue in use; max_breaks lifts the driver's
 # limit of 3 resets a minute.
-unit 420 guest "reset under load virtio_scsi_rs" \
+unit 665 guest "reset under load virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_BREAKS:-200}" reset_load.sh
 # The same with full host scans in a loop (each destroys 255 temporary
 # devices): the resets meet devices being destroyed.
-unit 480 guest "reset during scans virtio_scsi_rs" \
+unit 401 guest "reset during scans virtio_scsi_rs" \
 	"--no-default-disks --cpus 2 --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M' --testdev-qemu num_queues=2" \
 	"VSRS_INSMOD_ARGS=max_breaks=1000 VSRS_BREAKS=${VSRS_SCAN_BREAKS:-100} VSRS_RESET_SCANS=1" reset_load.sh
 # --- issue 15: lifecycle races (races.sh), with the test device ----------------
@@ -610,10 +610,10 @@ post_poweroff() {
 	head -n 40 <<<"$after" | sed 's/^/# console: /'
 }
 races="--no-default-disks --testdev '--lun 0:0:disk:64M --lun 0:1:disk:64M'"
-unit 120 guest "lifecycle races: poweroff under I/O virtio_scsi_rs" "$races" "VSRS_RACE=poweroff" races.sh post_poweroff
-unit 120 guest "lifecycle races: rmmod under event flood virtio_scsi_rs" "$races" "VSRS_RACE=flood" races.sh
-unit 180 guest "lifecycle races: event rescans during host scans virtio_scsi_rs" "$races" "VSRS_RACE=scan" races.sh
-unit 120 guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$races" "VSRS_RACE=stray" races.sh
+unit 100 guest "lifecycle races: poweroff under I/O virtio_scsi_rs" "$races" "VSRS_RACE=poweroff" races.sh post_poweroff
+unit 250 guest "lifecycle races: rmmod under event flood virtio_scsi_rs" "$races" "VSRS_RACE=flood" races.sh
+unit 198 guest "lifecycle races: event rescans during host scans virtio_scsi_rs" "$races" "VSRS_RACE=scan" races.sh
+unit 235 guest "lifecycle races: rmmod with a recovery reset queued virtio_scsi_rs" "$races" "VSRS_RACE=stray" races.sh
 # One request queue: both disks' commands go to the queue that breaks. A
 # suspend that never ends cannot be seen from inside the guest (its tasks are
 # frozen, its console device too): the guest gets less time than the others.
@@ -621,7 +621,7 @@ case_freeze_race() {
 	guest_timeout=$((guest_timeout * 2 / 5)) guest "lifecycle races: freeze during recovery virtio_scsi_rs" \
 		"$races --testdev-qemu num_queues=1" "VSRS_RACE=freeze" races.sh
 }
-unit 120 case_freeze_race
+unit 84 case_freeze_race
 
 # --- issue 16: a real SCSI target passed through (tgt over iSCSI) --------------
 # tools/tgt-target.sh serves a disk (LUN 1), a tape (2) and a blank DVD+R (3)
@@ -672,8 +672,8 @@ passthrough() { # DRIVER NAME
 	"$top/tools/tgt-target.sh" stop "$tgt_dir"
 	tgt_dir=
 }
-unit 150 passthrough rs virtio_scsi_rs
-unit 150 passthrough c "C driver"
+unit 155 passthrough rs virtio_scsi_rs
+unit 155 passthrough c "C driver"
 
 # --- issue 16 item 5: multipath inside the guest (multipath.sh) ----------------
 # One LUN through two controllers, twice: a file QEMU serves as two scsi-hd
@@ -698,8 +698,8 @@ multipath() { # DRIVER NAME
 	"$top/tools/tgt-target.sh" stop "$tgt_dir"
 	tgt_dir=
 }
-unit 480 multipath rs virtio_scsi_rs
-unit 420 multipath c "C driver"
+unit 308 multipath rs virtio_scsi_rs
+unit 342 multipath c "C driver"
 
 # --- issue 16 item 6: live migration under I/O (migration.sh) ------------------
 # Not a virtme-ng guest (its shared root blocks migration): migration.sh runs
@@ -723,8 +723,8 @@ migration() { # DRIVER NAME
 	fi
 	rm -f "$out"
 }
-unit 240 migration rs virtio_scsi_rs
-unit 240 migration c "C driver"
+unit 179 migration rs virtio_scsi_rs
+unit 153 migration c "C driver"
 
 run_lanes
 
