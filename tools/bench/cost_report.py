@@ -42,25 +42,24 @@ def passes(rec):
     return [(int(k), v["n"], v["mean"]) for k, v in rec["trace"].get("completion_passes", {}).items()]
 
 
+def per_pass(ps):
+    """Mean commands per pass."""
+    n = sum(w for _, w, _ in ps)
+    return sum(w * k for k, w, _ in ps) / n if n else None
+
+
 def fit(ps):
     """(a, b) of cost = a + b * commands, least squares weighted by the
     number of passes; None when every pass completed as many commands."""
-    n = sum(w for _, w, _ in ps)
-    if not n:
+    mk = per_pass(ps)
+    if mk is None:
         return None
-    mk = sum(w * k for k, w, _ in ps) / n
-    mc = sum(w * c for _, w, c in ps) / n
+    mc = sum(w * c for _, w, c in ps) / sum(w for _, w, _ in ps)
     skk = sum(w * (k - mk) ** 2 for k, w, _ in ps)
     if skk == 0:
         return None
     b = sum(w * (k - mk) * (c - mc) for k, w, c in ps) / skk
     return mc - b * mk, b
-
-
-def per_pass(ps):
-    """Mean commands per pass."""
-    n = sum(w for _, w, _ in ps)
-    return sum(w * k for k, w, _ in ps) / n if n else None
 
 
 def measures(rec, k_row):
