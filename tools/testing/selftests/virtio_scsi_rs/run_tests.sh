@@ -43,7 +43,7 @@ n=0 pass=0 fail=0 known=0
 # The kernel's report of a bug not this driver's (reports.sh): counted apart.
 . "$here/reports.sh"
 # In a lane (see "lanes" below) a result line is numbered once the lane's
-# lines are taken in order (take_lane).
+# lines are taken in order (lane_wait).
 in_lane=
 result() { # STATUS DESC
 	n=$((n + 1))
@@ -75,15 +75,18 @@ show_logs() {
 }
 
 # take_results NAME FILE: numbers FILE's result lines as NAME's, passes its
-# "#" lines on; adds their count to $results.
+# "#" lines on; adds their count to $results. With NAME empty (a lane's
+# lines, already named) the results keep their text and every other line
+# is passed on too.
 take_results() {
-	local line
+	local line pre=${1:+$1: }
 	while IFS= read -r line; do
 		case $line in
-		"ok - "*) result ok "$1: ${line#ok - }"; results=$((results + 1)) ;;
-		"not ok - "*) result fail "$1: ${line#not ok - }"; results=$((results + 1)) ;;
+		"ok - "*) result ok "$pre${line#ok - }"; results=$((results + 1)) ;;
+		"not ok - "*) result fail "$pre${line#not ok - }"; results=$((results + 1)) ;;
 		"# $known_report_line") known=$((known + 1)); echo "$line" ;;
 		"#"*) echo "$line" ;;
+		*) [ -n "$1" ] || echo "$line" ;;
 		esac
 	done <"$2"
 }
@@ -220,23 +223,10 @@ lane_start() { # UNIT-INDEX
 	lanes_running=$((lanes_running + 1))
 }
 
-# take_lane FILE: a lane's lines, its results numbered here.
-take_lane() {
-	local line
-	while IFS= read -r line; do
-		case $line in
-		"ok - "*) result ok "${line#ok - }" ;;
-		"not ok - "*) result fail "${line#not ok - }" ;;
-		"# $known_report_line") known=$((known + 1)); echo "$line" ;;
-		*) echo "$line" ;;
-		esac
-	done <"$1"
-}
-
 # lane_wait: waits for a unit to end, then prints every ended unit that has
-# no running unit before it.
+# no running unit before it, its results numbered here.
 lane_wait() {
-	local pid i
+	local pid i results=0
 	wait -n -p pid
 	i=${lane_pid[$pid]}
 	unset "lane_pid[$pid]"
@@ -246,7 +236,7 @@ lane_wait() {
 	[ -s "$img_root/u$i.tap" ] && echo "# unit \"${labels[i]}\": $(($(date +%s) - lane_t0[i])) s" >>"$img_root/u$i.tap"
 	lane_ended[i]=1
 	while [ -n "${lane_ended[$lanes_next]:-}" ]; do
-		take_lane "$img_root/u$lanes_next.tap"
+		take_results "" "$img_root/u$lanes_next.tap"
 		rm -rf "$img_root/u$lanes_next" "$img_root/u$lanes_next.tap"
 		lanes_next=$((lanes_next + 1))
 	done
