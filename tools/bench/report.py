@@ -321,6 +321,14 @@ def load_table(outdir):
             "run; hostload.txt has the samples): " + ", ".join(runs) + "."]
 
 
+def took(meta):
+    """How long the fio guest and the scan guest took (meta.env), as a clause."""
+    parts = [f"{what} guest {int(meta[key]) / 60:.0f} min" for what, key in
+             (("the fio", "FIO_GUEST_SECONDS"), ("the scan", "SCAN_GUEST_SECONDS"))
+             if meta.get(key, "0") not in ("", "0")]
+    return "; it took " + " and ".join(parts) if parts else ""
+
+
 def main():
     outdir = sys.argv[1]
     meta = read_env(os.path.join(outdir, "meta.env"))
@@ -336,7 +344,8 @@ def main():
             f"Accelerator {meta.get('ACCEL', '?')}, QEMU {meta.get('QEMU', '?')}, {meta.get('CPUS', '?')} vCPUs, "
             f"guest kernel {meta.get('GUEST_UNAME', '?')} ({meta.get('KERNEL', '?')}), host CPU {meta.get('HOST_CPU', '?')}; "
             f"{meta.get('ROUNDS', '?')} round(s), fio {meta.get('FIO', '?')} jobs of {meta.get('RUNTIME', '?')} s "
-            f"after {meta.get('RAMP', '?')} s ramp; module at {meta.get('MODULE_COMMIT', '?')}. "
+            f"after {meta.get('RAMP', '?')} s ramp; module at {meta.get('MODULE_COMMIT', '?')}"
+            f"{took(meta)}. "
             "IOPS and latencies are means over the rounds; Rust/C is the geometric mean of the per-round "
             "ratios with its 95% confidence interval and the Holm-corrected p-value over the rows; **bold** "
             "where significantly below 1.00, \"above\" where significantly above. Workload names: disk "
