@@ -145,9 +145,11 @@ rotate() { # R DRIVERS...
 
 # Round R's order of the fio drivers: C before Rust in odd rounds, after it
 # in even ones (ABBA over two rounds for the pair the table compares), with
-# virtio-blk first or last.
+# virtio-blk first or last (left out with BLK=0).
 abba() { # R
-	if [ $(($1 % 2)) = 1 ]; then echo c rust blk; else echo blk rust c; fi
+	local b=blk
+	[ "${BLK:-1}" = 1 ] || b=
+	if [ $(($1 % 2)) = 1 ]; then echo c rust $b; else echo $b rust c; fi
 }
 
 # Per-queue counters of virtio_scsi_rs, if it is loaded.
