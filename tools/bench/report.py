@@ -73,6 +73,11 @@ def load(outdir):
     return data
 
 
+def by_round(paths):
+    """raw/rN-... files in round order (r10 after r9, not after r1)."""
+    return sorted(paths, key=lambda p: (int(re.match(r"r(\d+)", os.path.basename(p)).group(1)), p))
+
+
 def mean(xs):
     return statistics.fmean(xs) if xs else float("nan")
 
@@ -307,7 +312,7 @@ def load_table(outdir):
         return []
     samples = [(int(t), float(v)) for t, v in (line.split() for line in open(path) if line.strip())]
     runs = []
-    for jpath in sorted(glob.glob(os.path.join(outdir, "raw", "r*-*.json"))):
+    for jpath in by_round(glob.glob(os.path.join(outdir, "raw", "r*-*.json"))):
         text = open(jpath).read()
         doc = json.loads(text[text.index("{"):])
         start = doc["timestamp"]
@@ -359,7 +364,7 @@ def main():
                  "submission path and the completions that interrupted fio), C / Rust:", ""]
         body += [f"- {workload(k)}: {r:.3f}; CPU/IO {fmt(a['c']['cpu_us_per_io'], '{:.1f}')} / "
                  f"{fmt(a['rust']['cpu_us_per_io'], '{:.1f}')} µs" for k, r, a in slow]
-    stats = sorted(glob.glob(os.path.join(outdir, "raw", "r*-rust*.stats")))
+    stats = by_round(glob.glob(os.path.join(outdir, "raw", "r*-rust*.stats")))
     if stats:
         body += ["", f"virtio_scsi_rs per-queue counters after the last run ({os.path.basename(stats[-1])}):",
                  "", "```", open(stats[-1]).read().rstrip(), "```"]
