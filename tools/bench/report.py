@@ -328,7 +328,10 @@ def load_table(outdir):
 
 def took(meta):
     """How long the fio guest and the scan guest took (meta.env), as a clause."""
-    parts = [f"{what} guest {int(meta[key]) / 60:.0f} min" for what, key in
+    def span(secs):
+        return f"{secs / 60:.0f} min" if secs >= 120 else f"{secs} s"
+
+    parts = [f"{what} guest {span(int(meta[key]))}" for what, key in
              (("the fio", "FIO_GUEST_SECONDS"), ("the scan", "SCAN_GUEST_SECONDS"))
              if meta.get(key, "0") not in ("", "0")]
     return "; it took " + " and ".join(parts) if parts else ""
